@@ -1,0 +1,104 @@
+"""Tunables for rtcp connections and endpoints.
+
+One frozen dataclass, shared by the sans-I/O core and the trio layer, so that a
+test can build a connection with exactly the knobs a user would set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+#: Fixed TCP header size; every segment carries at least this much.
+HEADER_SIZE = 20
+#: The largest UDP payload an IPv4 datagram can carry.
+MAX_UDP_PAYLOAD = 65507
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Connection and endpoint tunables; defaults follow Linux and SPEC.md."""
+
+    #: Bytes of UDP payload per datagram (header + options + data). 1472 fits a
+    #: 1500-byte IPv4 MTU without fragmentation; up to 65507 for loopback.
+    max_datagram: int = 1472
+    #: Largest datagram used towards IPv6 peers (40-byte IPv6 header, not 20).
+    max_datagram_ipv6: int = 1452
+    #: Bytes the application may queue for sending (unsent + unacknowledged)
+    #: before ``send_all`` blocks.
+    send_buffer: int = 1 << 20
+    #: Bytes of received data held for the application; the advertised window
+    #: is the free part of this buffer.
+    receive_buffer: int = 1 << 20
+    #: Seconds a handshake may take before ``TimeoutError``.
+    connect_timeout: float = 20.0
+    #: Seconds data may stay unacknowledged before the connection is abandoned
+    #: (RFC 5482's user timeout); ``send_all``/``receive_some`` then raise
+    #: ``trio.BrokenResourceError``.
+    user_timeout: float = 60.0
+    #: RFC 6298 retransmission timeout before any RTT sample (seconds).
+    initial_rto: float = 1.0
+    #: Lower bound on the RTO; RFC 6298 says 1 s, Linux uses 0.2 s.
+    min_rto: float = 0.2
+    #: Upper bound on the RTO after exponential backoff.
+    max_rto: float = 60.0
+    #: Maximum segment lifetime; TIME_WAIT lasts ``2 * msl``.
+    msl: float = 30.0
+    #: Send small segments at once (no Nagle), as trio sets TCP_NODELAY.
+    nodelay: bool = True
+    #: Longest an ACK may be delayed (seconds); every second full-sized
+    #: segment is acknowledged at once regardless.
+    delayed_ack: float = 0.04
+    #: Seconds of idleness before keepalive probes start; ``None`` disables.
+    keepalive_idle: float | None = None
+    #: Seconds between unanswered keepalive probes.
+    keepalive_interval: float = 75.0
+    #: Unanswered probes after which the connection is declared dead.
+    keepalive_count: int = 9
+    #: Accepted connections waiting for ``accept()`` before new SYNs are refused.
+    backlog: int = 128
+    #: Half-open (SYN_RECEIVED) connections per listener before the listener
+    #: switches to stateless SYN cookies.
+    syn_backlog: int = 256
+    #: Seconds ``aclose()`` waits for the peer to acknowledge our FIN.
+    close_timeout: float = 10.0
+    #: Initial congestion window in segments (RFC 6928).
+    initial_window: int = 10
+    #: Offer SACK (RFC 2018), window scaling and timestamps (RFC 7323).
+    sack: bool = True
+    window_scale: bool = True
+    timestamps: bool = True
+    #: Challenge ACKs (RFC 5961) a connection may send per second.
+    challenge_ack_limit: int = 10
+    #: Out-of-order segments held per connection; more are dropped (and
+    #: retransmitted by the peer), which bounds reassembly memory.
+    max_ooo_segments: int = 1024
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, what: str) -> None:
+            if not cond:
+                raise ValueError(f"Config: {what}")
+
+        need(HEADER_SIZE + 64 <= self.max_datagram <= MAX_UDP_PAYLOAD,
+             f"max_datagram must be in {HEADER_SIZE + 64}..{MAX_UDP_PAYLOAD}")
+        need(HEADER_SIZE + 64 <= self.max_datagram_ipv6 <= MAX_UDP_PAYLOAD,
+             f"max_datagram_ipv6 must be in {HEADER_SIZE + 64}..{MAX_UDP_PAYLOAD}")
+        need(self.send_buffer >= 1, "send_buffer must be positive")
+        need(self.receive_buffer >= 1, "receive_buffer must be positive")
+        need(self.receive_buffer <= (0xFFFF << 14), "receive_buffer must be at most 1 GiB")
+        for name in ("connect_timeout", "user_timeout", "initial_rto", "min_rto", "max_rto",
+                     "msl", "keepalive_interval", "close_timeout"):
+            need(getattr(self, name) > 0, f"{name} must be positive")
+        need(self.delayed_ack >= 0, "delayed_ack must be >= 0")
+        need(self.min_rto <= self.max_rto, "min_rto must be <= max_rto")
+        need(self.keepalive_idle is None or self.keepalive_idle > 0,
+             "keepalive_idle must be None or positive")
+        need(self.keepalive_count >= 1, "keepalive_count must be >= 1")
+        need(self.backlog >= 1 and self.syn_backlog >= 1, "backlogs must be >= 1")
+        need(self.initial_window >= 1, "initial_window must be >= 1")
+        need(self.challenge_ack_limit >= 1, "challenge_ack_limit must be >= 1")
+        need(self.max_ooo_segments >= 1, "max_ooo_segments must be >= 1")
+
+    def replace(self, **changes: object) -> Config:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,1077 @@
+"""The sans-I/O TCP connection: RFC 9293's state machine with reliable delivery.
+
+A :class:`Connection` never touches a socket or a clock.  The driver feeds it
+decoded segments (:meth:`Connection.handle_segment`), fires its timer
+(:meth:`Connection.handle_timer` at :meth:`Connection.timer`), makes user calls
+(:meth:`send`, :meth:`receive`, :meth:`shutdown`, :meth:`close`, :meth:`abort`),
+and collects what to transmit (:meth:`segments_to_send`) and what happened
+(:meth:`events`).  Every call takes ``now`` in seconds, so tests run on virtual
+time.
+
+Sequence numbers are unwrapped to unbounded ints on arrival (``seq.unwrap``)
+and wrapped to 32 bits only when a segment is built, so no comparison in this
+file has to think about wraparound.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+
+from ..config import HEADER_SIZE, Config
+from ..segment import Segment
+from . import events as ev
+from .ranges import RangeSet
+from .rto import RttEstimator
+from .seq import MASK, seq_diff, unwrap
+from .stats import ConnectionStats
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+OPT_MSS, OPT_WSCALE, OPT_SACK_OK, OPT_SACK, OPT_TS = 2, 3, 4, 5, 8
+#: Bytes the timestamp option costs on every segment (10 + 2 padding).
+TS_OPTION_SPACE = 12
+#: TCP's default MSS when the peer sends no MSS option (RFC 9293 3.7.1).
+DEFAULT_MSS = 536
+DUP_THRESH = 3
+MAX_WSCALE = 14
+
+
+class State(enum.StrEnum):
+    """RFC 9293's connection states; the value is the name users see."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN_SENT"
+    SYN_RECEIVED = "SYN_RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN_WAIT_1"
+    FIN_WAIT_2 = "FIN_WAIT_2"
+    CLOSE_WAIT = "CLOSE_WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST_ACK"
+    TIME_WAIT = "TIME_WAIT"
+
+
+S = State
+SYNCHRONIZED = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT,
+                          S.CLOSING, S.LAST_ACK, S.TIME_WAIT})
+#: States in which we may still send data we have queued.
+SENDING = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+#: States in which the peer may still send us data.
+RECEIVING = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+#: States in which our FIN has been queued or sent.
+FIN_STATES = frozenset({S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT})
+
+
+class ConnectionStateError(Exception):
+    """A user call that the connection's state does not allow."""
+
+
+def reset_for(seg: Segment) -> Segment | None:
+    """The RST that answers ``seg`` when no connection wants it (RFC 9293 3.10.7.1).
+
+    Never answers an RST, so two stacks cannot ping-pong resets.
+    """
+    if seg.flags & RST:
+        return None
+    if seg.flags & ACK:
+        return Segment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+    seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
+    return Segment(seg.dst_port, seg.src_port, 0, (seg.seq + seg_len) & MASK, RST | ACK, 0)
+
+
+def _wscale_for(buffer: int) -> int:
+    shift = 0
+    while (buffer >> shift) > 0xFFFF and shift < MAX_WSCALE:
+        shift += 1
+    return shift
+
+
+class Connection:
+    """One TCP connection's protocol state.  See the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        local_port: int,
+        remote_port: int,
+        *,
+        iss: int,
+        now: float,
+        max_datagram: int | None = None,
+        ts_offset: int | None = None,
+    ) -> None:
+        self.config = config
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.state = S.CLOSED
+        self.stats = ConnectionStats()
+        self._events: list[ev.Event] = []
+        self._out: list[Segment] = []
+        self._max_datagram = max_datagram or config.max_datagram
+        self._created = now
+
+        # --- send side (all sequence numbers unwrapped) ---
+        self.iss = iss & MASK
+        self.snd_una = self.iss
+        self.snd_nxt = self.iss  # one past the highest sequence number sent
+        self._sndbuf = bytearray()
+        self._sndbuf_seq = self.iss + 1  # seq of _sndbuf[0]; data starts after SYN
+        self._fin_queued = False
+        self._fin_seq: int | None = None  # set when the FIN is first sent
+        self.snd_wnd = 0
+        self._snd_wl1 = 0
+        self._snd_wl2 = 0
+        self._max_snd_wnd = 0
+        self._snd_wscale = 0
+        self._rcv_wscale = _wscale_for(config.receive_buffer) if config.window_scale else 0
+        self._sack_ok = False
+        self._ts_ok = False
+        self._peer_mss = DEFAULT_MSS
+        self._passive = False  # SYN_RECEIVED reached from LISTEN, not simultaneous open
+        self._snd_wscale_offered = False
+        self.mss = self._max_datagram - HEADER_SIZE  # payload per segment, set at handshake
+        self.cwnd = 0
+        self.ssthresh = 1 << 62
+        self._ca_acc = 0
+        self._in_recovery = False
+        self._recover = 0
+        self._dupacks = 0
+        self._sacked = RangeSet()
+        self._lost = RangeSet()
+        self._rtx_done = RangeSet()
+        self._rtx_force = False
+        self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self._rtt_seq: int | None = None  # Karn timing when timestamps are off
+        self._rtt_time = 0.0
+        self._rto_deadline: float | None = None
+        self._progress_time = now  # for the user timeout
+        self._persist_deadline: float | None = None
+        self._persist_backoff = 0
+
+        # --- receive side ---
+        self.irs = 0
+        self.rcv_nxt = 0
+        self._rcvbuf = bytearray()
+        self._ooo: dict[int, bytes] = {}
+        self._ooo_ranges = RangeSet()
+        self._last_ooo: tuple[int, int] | None = None
+        self._peer_fin_seq: int | None = None
+        self._rcv_adv = 0  # right edge of the window we last advertised
+        self.eof_received = False
+        self._reader_closed = False
+        self._ack_pending = False
+        self._ack_now = False
+        self._unacked_segments = 0
+        self._delack_deadline: float | None = None
+
+        # --- timestamps (RFC 7323), 1 ms ticks ---
+        self._ts_offset = random.getrandbits(32) if ts_offset is None else ts_offset
+        self._ts_recent = 0
+        self._ts_recent_valid = False
+
+        # --- other timers ---
+        self._connect_deadline: float | None = None
+        self._timewait_deadline: float | None = None
+        self._orphan_deadline: float | None = None
+        self._last_recv_time = now
+        self._ka_probes = 0
+        self._ka_deadline: float | None = None
+        self._chack_window = now
+        self._chack_count = 0
+        self.error: ev.Event | None = None
+
+    # ------------------------------------------------------------------ API
+    def connect(self, now: float) -> None:
+        """Active open: send a SYN and enter SYN_SENT."""
+        if self.state is not S.CLOSED:
+            raise ConnectionStateError(f"connect() in state {self.state}")
+        self._connect_deadline = now + self.config.connect_timeout
+        self._set_state(S.SYN_SENT)
+        self._send_syn(now)
+
+    def listen(self) -> None:
+        """Passive open: wait for a SYN (the endpoint's listener does this per SYN)."""
+        if self.state is not S.CLOSED:
+            raise ConnectionStateError(f"listen() in state {self.state}")
+        self._set_state(S.LISTEN)
+
+    @property
+    def send_space(self) -> int:
+        """Bytes :meth:`send` would accept now."""
+        return max(0, self.config.send_buffer - len(self._sndbuf))
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes queued and not yet acknowledged."""
+        return len(self._sndbuf)
+
+    @property
+    def can_send(self) -> bool:
+        return not self._fin_queued and self.state in (
+            S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT)
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Queue up to :attr:`send_space` bytes of ``data``; return how many."""
+        if not self.can_send:
+            raise ConnectionStateError(f"send() in state {self.state}")
+        n = min(len(data), self.send_space)
+        if n:
+            self._sndbuf += data[:n] if n < len(data) else data
+        return n
+
+    @property
+    def readable(self) -> int:
+        """Bytes :meth:`receive` can return now."""
+        return len(self._rcvbuf)
+
+    def receive(self, max_bytes: int, now: float) -> bytes:
+        """Take up to ``max_bytes`` of in-order data; may queue a window update."""
+        n = min(max_bytes, len(self._rcvbuf))
+        if n <= 0:
+            return b""
+        data = bytes(self._rcvbuf[:n])
+        del self._rcvbuf[:n]
+        if self.state in RECEIVING:
+            # Tell the peer about the opened window once it grew enough (no SWS).
+            grow = (self.rcv_nxt + self._free_space()) - self._rcv_adv
+            if grow >= min(self.config.receive_buffer // 2, 2 * self.mss):
+                self._ack_now = True
+        return data
+
+    def shutdown(self, now: float) -> None:
+        """Send a FIN once queued data is out (half-close, ``send_eof``)."""
+        st = self.state
+        if st in (S.CLOSED, S.LISTEN, S.SYN_SENT):
+            self._close_now()
+            return
+        if self._fin_queued:
+            return
+        self._fin_queued = True
+        if st in (S.ESTABLISHED, S.SYN_RECEIVED):
+            self._set_state(S.FIN_WAIT_1)
+        elif st is S.CLOSE_WAIT:
+            self._set_state(S.LAST_ACK)
+
+    def close(self, now: float) -> None:
+        """The user is done with both directions.
+
+        Queued data and a FIN still go out.  Unread data, or data arriving from
+        now on, means the peer's bytes would be lost silently, so it is answered
+        with RST instead (as kernel TCP does).
+        """
+        self._reader_closed = True
+        if self.state in SYNCHRONIZED and (self._rcvbuf or self._ooo):
+            self.abort(now)
+            return
+        self.shutdown(now)
+        self._orphan_deadline = now + 2 * self.config.msl + self.config.user_timeout
+
+    def abort(self, now: float) -> None:
+        """Send RST (if the peer knows us) and drop all state at once."""
+        if self.state in SYNCHRONIZED or self.state is S.SYN_RECEIVED:
+            if self.state is not S.TIME_WAIT:
+                self._emit_segment(self.snd_nxt, RST, b"", options=())
+                self.stats.resets_sent += 1
+        self._close_now()
+
+    def on_unreachable(self, now: float) -> None:
+        """ICMP said nobody listens at the peer's address.
+
+        Only a connection still in SYN_SENT gives up (refused); later, as in
+        kernel TCP, it is a soft error that retransmission rides out.
+        """
+        if self.state is S.SYN_SENT:
+            self._fail(ev.ConnectionReset(refused=True))
+
+    def syn_may_reopen(self, seg: Segment) -> bool:
+        """Whether a new SYN may replace this TIME_WAIT connection (RFC 6191).
+
+        Yes when its timestamp is newer than anything seen, or (without
+        timestamps) its sequence number is beyond the old connection's.
+        """
+        if self.state is not S.TIME_WAIT or not seg.flags & SYN or seg.flags & (ACK | RST):
+            return False
+        if self._ts_ok:
+            ts = _find_option(seg.options, OPT_TS)
+            if ts is not None:
+                return seq_diff(ts[0], self._ts_recent) > 0
+        return seq_diff(seg.seq, self.rcv_nxt & MASK) > 0
+
+    # -------------------------------------------------------------- driving
+    def events(self) -> list[ev.Event]:
+        """Drain the events produced since the last call."""
+        out, self._events = self._events, []
+        return out
+
+    def segments_to_send(self, now: float) -> list[Segment]:
+        """Drain the segments to transmit, generating data/ACKs as allowed."""
+        if self.state in SENDING or (self.state in SYNCHRONIZED and (
+                self._ack_now or self._ack_pending)):
+            self._push(now)
+        out, self._out = self._out, []
+        return out
+
+    def timer(self) -> float | None:
+        """The earliest deadline at which :meth:`handle_timer` must be called."""
+        best: float | None = None
+        for t in (self._rto_deadline, self._delack_deadline, self._persist_deadline,
+                  self._ka_deadline, self._timewait_deadline, self._connect_deadline,
+                  self._orphan_deadline, self._user_deadline()):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer whose deadline has passed."""
+        if self.state is S.CLOSED:
+            return
+        if self._timewait_deadline is not None and now >= self._timewait_deadline:
+            self._timewait_deadline = None
+            self._close_now()
+            return
+        if self._connect_deadline is not None and now >= self._connect_deadline:
+            self._time_out("connect timeout")
+            return
+        if self._orphan_deadline is not None and now >= self._orphan_deadline:
+            self.abort(now)
+            return
+        ud = self._user_deadline()
+        if ud is not None and now >= ud:
+            self._time_out("user timeout")
+            return
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            self._on_rto(now)
+        if self._persist_deadline is not None and now >= self._persist_deadline:
+            self._on_persist(now)
+        if self._ka_deadline is not None and now >= self._ka_deadline:
+            self._on_keepalive(now)
+            if self.state is S.CLOSED:
+                return
+        if self._delack_deadline is not None and now >= self._delack_deadline:
+            self._delack_deadline = None
+            self._ack_now = True
+
+    # ------------------------------------------------------------- segments
+    def handle_segment(self, seg: Segment, now: float) -> None:
+        """Process one segment that arrived for this connection."""
+        st = self.state
+        self.stats.segments_received += 1
+        if st is S.CLOSED:
+            self._reply_reset(seg)
+            return
+        if st is S.LISTEN:
+            self._on_listen(seg, now)
+            return
+        if st is S.SYN_SENT:
+            self._on_syn_sent(seg, now)
+            return
+        self._on_synchronized(seg, now)
+
+    def _on_listen(self, seg: Segment, now: float) -> None:
+        flags = seg.flags
+        if flags & RST:
+            return
+        if flags & ACK:
+            self._reply_reset(seg)
+            return
+        if not flags & SYN:
+            return
+        self._accept_syn_options(seg)
+        self.irs = seg.seq
+        self.rcv_nxt = self.irs + 1
+        self._rcv_adv = self.rcv_nxt
+        self._passive = True
+        self._update_send_window(seg.window, seg.seq, self.iss)  # unscaled in SYN
+        self._set_state(S.SYN_RECEIVED)
+        self._connect_deadline = now + self.config.connect_timeout
+        self._send_syn(now)
+
+    def _on_syn_sent(self, seg: Segment, now: float) -> None:
+        flags = seg.flags
+        ack = unwrap(seg.ack, self.snd_una)
+        if flags & ACK and not (self.iss < ack <= self.snd_nxt):
+            if not flags & RST:
+                self._reply_reset(seg)
+            return
+        if flags & RST:
+            if flags & ACK:
+                self.stats.resets_received += 1
+                self._fail(ev.ConnectionReset(refused=True))
+            return
+        if not flags & SYN:
+            return
+        self._accept_syn_options(seg)
+        self.irs = seg.seq
+        self.rcv_nxt = self.irs + 1
+        self._rcv_adv = self.rcv_nxt
+        if flags & ACK:
+            self._sample_rtt_from(seg, ack, now)
+            self._ack_advance(ack, now)
+            self._update_send_window(seg.window, seg.seq, ack)
+            self._establish()
+            self._ack_now = True
+            # Data piggybacked on the SYN-ACK is unusual but legal.
+            if seg.payload or flags & FIN:
+                self._process_text(seg, self.irs + 1, now)
+        else:
+            # Simultaneous open: both sides sent SYNs.
+            self._update_send_window(seg.window, seg.seq, self.iss)
+            self._set_state(S.SYN_RECEIVED)
+            self._send_syn(now)
+
+    def _on_synchronized(self, seg: Segment, now: float) -> None:
+        flags = seg.flags
+        st = self.state
+        seq = unwrap(seg.seq, self.rcv_nxt)
+        plen = len(seg.payload)
+        self._last_recv_time = now
+        self._ka_probes = 0
+        if self.config.keepalive_idle is not None and st in SYNCHRONIZED:
+            self._ka_deadline = now + self.config.keepalive_idle
+
+        # Duplicate SYN (or SYN-ACK in simultaneous open) for the SYN we know.
+        if flags & SYN and seq == self.irs and st is S.SYN_RECEIVED:
+            if flags & ACK and not flags & RST:
+                seq += 1
+                flags &= ~SYN
+                plen = len(seg.payload)
+            else:
+                self._send_syn(now)  # our SYN-ACK was probably lost
+                return
+
+        # PAWS (RFC 7323 5): drop old duplicates by their timestamp.
+        tsval = None
+        if self._ts_ok:
+            tsopt = _find_option(seg.options, OPT_TS)
+            if tsopt is not None:
+                tsval = tsopt[0]
+                if (self._ts_recent_valid and not flags & RST
+                        and seq_diff(tsval, self._ts_recent) < 0):
+                    self.stats.dropped_segments += 1
+                    self._ack_now = True
+                    return
+
+        # 1. sequence acceptability (RFC 9293 3.10.7.4)
+        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        wnd = self._rcv_adv - self.rcv_nxt
+        if wnd <= 0:
+            ok = seq == self.rcv_nxt if seg_len == 0 else False
+        elif seg_len == 0:
+            ok = self.rcv_nxt <= seq < self.rcv_nxt + wnd
+        else:
+            end = seq + seg_len - 1
+            ok = (self.rcv_nxt <= seq < self.rcv_nxt + wnd
+                  or self.rcv_nxt <= end < self.rcv_nxt + wnd)
+        if not ok:
+            if flags & RST:
+                return
+            if seq + seg_len <= self.rcv_nxt and seg_len:
+                self.stats.duplicate_segments += 1
+            else:
+                self.stats.dropped_segments += 1
+            self._ack_now = True
+            # With a zero window the peer's ACKs still matter (RFC 9293 3.10.7.4).
+            if wnd <= 0 and flags & ACK and not flags & SYN:
+                self._on_ack(seg, unwrap(seg.ack, self.snd_una), seq, now, plen)
+            return
+
+        # 2. RST (RFC 5961 3): only an exact match resets; else a challenge ACK.
+        if flags & RST:
+            if seq == self.rcv_nxt:
+                self.stats.resets_received += 1
+                if st is S.SYN_RECEIVED and self._passive:
+                    self._close_now()
+                elif st is S.TIME_WAIT:
+                    self._close_now()
+                else:
+                    self._fail(ev.ConnectionReset(refused=st is S.SYN_RECEIVED))
+            else:
+                self._challenge_ack(now)
+            return
+
+        # 3. SYN in a synchronized state (RFC 5961 4): challenge ACK.
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+
+        if not flags & ACK:
+            return
+
+        if tsval is not None and seq <= self.rcv_nxt:
+            self._ts_recent = tsval
+            self._ts_recent_valid = True
+
+        ack = unwrap(seg.ack, self.snd_una)
+        # 4. ACK processing
+        if st is S.SYN_RECEIVED:
+            if self.snd_una < ack <= self.snd_nxt:
+                self._sample_rtt_from(seg, ack, now)
+                self._ack_advance(ack, now)
+                self._update_send_window(seg.window << self._snd_wscale, seq, ack)
+                self._establish()
+                if self._fin_queued:
+                    self._set_state(S.FIN_WAIT_1)
+            else:
+                self._reply_reset(seg)
+                return
+        if not self._on_ack(seg, ack, seq, now, plen):
+            return
+        if self.state is S.CLOSED:
+            return
+
+        # 5. text and FIN
+        if plen or flags & FIN:
+            self._process_text(seg, seq, now)
+
+    def _on_ack(self, seg: Segment, ack: int, seq: int, now: float, plen: int) -> bool:
+        """ACK field processing; False when the segment must be dropped."""
+        if ack > self.snd_nxt:
+            self._ack_now = True  # acks something we never sent (RFC 5961 5.2)
+            return False
+        if ack < self.snd_una - max(self._max_snd_wnd, 1):
+            self._ack_now = True
+            return False
+        st = self.state
+        old_una = self.snd_una
+        if ack > self.snd_una:
+            self._sample_rtt_from(seg, ack, now)
+            self._ack_advance(ack, now)
+        elif (ack == self.snd_una and plen == 0 and not seg.flags & (SYN | FIN)
+              and self.snd_nxt > self.snd_una
+              and (seg.window << self._snd_wscale) == self.snd_wnd):
+            self._dupacks += 1
+        if ack >= self.snd_una:
+            self._update_send_window(seg.window << self._snd_wscale, seq, ack)
+        if self._sack_ok and self.snd_nxt > self.snd_una:
+            blocks = _find_option(seg.options, OPT_SACK)
+            if blocks:
+                for left, right in blocks:
+                    lo = unwrap(left, self.snd_una)
+                    hi = unwrap(right, self.snd_una)
+                    lo = max(lo, self.snd_una)
+                    hi = min(hi, self.snd_nxt)
+                    if lo < hi:
+                        self._sacked.add(lo, hi)
+        if self.snd_nxt > self.snd_una:
+            self._detect_loss(old_una, now)
+
+        # Our FIN acknowledged?
+        fin_acked = self._fin_seq is not None and self.snd_una > self._fin_seq
+        if fin_acked:
+            if st is S.FIN_WAIT_1:
+                self._set_state(S.FIN_WAIT_2)
+                if self._reader_closed:
+                    self._orphan_deadline = now + 2 * self.config.msl
+            elif st is S.CLOSING:
+                self._enter_time_wait(now)
+            elif st is S.LAST_ACK:
+                self._close_now()
+                return False
+        if st is S.TIME_WAIT and seg.flags & FIN:
+            self._ack_now = True
+            self._timewait_deadline = now + 2 * self.config.msl
+        return True
+
+    def _process_text(self, seg: Segment, seq: int, now: float) -> None:
+        st = self.state
+        payload = seg.payload
+        flags = seg.flags
+        if payload and st not in RECEIVING:
+            # Data after the peer's FIN: a protocol violation; ignore it.
+            return
+        if payload and self._reader_closed:
+            # Nobody will ever read this: tell the peer at once (SPEC.md).
+            self.stats.resets_sent += 1
+            self._emit_segment(self.snd_nxt, RST, b"", options=())
+            self._fail(ev.ConnectionReset())
+            return
+        end = seq + len(payload)
+        if flags & FIN and self._peer_fin_seq is None:
+            self._peer_fin_seq = end
+        if payload:
+            self._accept_data(seq, payload, now)
+        if (self._peer_fin_seq is not None and self.rcv_nxt == self._peer_fin_seq
+                and not self.eof_received):
+            self.rcv_nxt += 1
+            self._rcv_adv = max(self._rcv_adv, self.rcv_nxt)
+            self.eof_received = True
+            self._ack_now = True
+            self._events.append(ev.EofReceived())
+            if st is S.ESTABLISHED:
+                self._set_state(S.CLOSE_WAIT)
+            elif st is S.FIN_WAIT_1:
+                if self._fin_seq is not None and self.snd_una > self._fin_seq:
+                    self._enter_time_wait(now)
+                else:
+                    self._set_state(S.CLOSING)
+            elif st is S.FIN_WAIT_2:
+                self._enter_time_wait(now)
+
+    def _accept_data(self, seq: int, payload: bytes, now: float) -> None:
+        end = seq + len(payload)
+        edge = self._rcv_adv
+        if end > edge:
+            payload = payload[: max(0, edge - seq)]
+            end = seq + len(payload)
+        if seq < self.rcv_nxt:
+            payload = payload[self.rcv_nxt - seq:]
+            seq = self.rcv_nxt
+        if not payload:
+            self._ack_now = True
+            return
+        in_order = seq == self.rcv_nxt
+        delivered = 0
+        for lo, hi in list(self._ooo_ranges.holes(seq, end)):
+            piece = payload[lo - seq: hi - seq]
+            if lo == self.rcv_nxt:
+                self._rcvbuf += piece
+                self.rcv_nxt = hi
+                delivered += hi - lo
+                while self.rcv_nxt in self._ooo:
+                    chunk = self._ooo.pop(self.rcv_nxt)
+                    self._rcvbuf += chunk
+                    self.rcv_nxt += len(chunk)
+                    delivered += len(chunk)
+                self._ooo_ranges.remove_below(self.rcv_nxt)
+            elif len(self._ooo) < self.config.max_ooo_segments:
+                self._ooo[lo] = piece
+                self._ooo_ranges.add(lo, hi)
+            else:
+                self.stats.dropped_segments += 1
+        if not in_order:
+            self.stats.out_of_order_segments += 1
+            self._last_ooo = (seq, end)
+            self._ack_now = True  # dup ACK with SACK at once (RFC 5681 4.2)
+        elif self._ooo or delivered > end - seq:
+            self._ack_now = True  # filled (part of) a hole
+        if delivered:
+            self.stats.bytes_received += delivered
+            self._events.append(ev.DataReceived(delivered))
+        if not self._ack_now:
+            self._unacked_segments += 1
+            if self._unacked_segments >= 2 or self.config.delayed_ack == 0:
+                self._ack_now = True
+            else:
+                self._ack_pending = True
+                if self._delack_deadline is None:
+                    self._delack_deadline = now + self.config.delayed_ack
+
+    # --------------------------------------------------------- send machinery
+    def _payload_room(self) -> int:
+        return self.mss - (TS_OPTION_SPACE if self._ts_ok else 0)
+
+    def _pipe(self) -> int:
+        return (self.snd_nxt - self.snd_una) - self._sacked.total - self._lost.total
+
+    def _push(self, now: float) -> None:
+        sent_any = False
+        room = self._payload_room()
+        st = self.state
+        if st in SENDING:
+            # 1. retransmit what is marked lost, within cwnd (one forced).
+            while self._lost:
+                lo, hi = self._lost.first  # type: ignore[misc]
+                hi = min(hi, lo + room)
+                if not self._rtx_force and self._pipe() + (hi - lo) > self.cwnd:
+                    break
+                self._rtx_force = False
+                self._lost.remove(lo, hi)
+                self._rtx_done.add(lo, hi)
+                self._send_range(lo, hi, now, retransmit=True)
+                sent_any = True
+            # 2. new data within the peer's window and cwnd
+            data_end = self._sndbuf_seq + len(self._sndbuf)
+            wnd_edge = self.snd_una + self.snd_wnd
+            while self.snd_nxt < data_end:
+                avail = data_end - self.snd_nxt
+                n = min(room, avail, wnd_edge - self.snd_nxt, self.cwnd - self._pipe())
+                if n <= 0:
+                    break
+                if n < room and n < avail:
+                    # Window- or cwnd-limited runt: wait for more room (sender
+                    # SWS avoidance) unless half the peer's largest window is
+                    # open or nothing is in flight (no ACK would ever come).
+                    if not (self.snd_nxt == self.snd_una
+                            or (n >= self._max_snd_wnd // 2 and wnd_edge - self.snd_nxt == n)):
+                        break
+                elif n < room and not self.config.nodelay and self.snd_nxt > self.snd_una \
+                        and not self._fin_queued:
+                    break  # Nagle
+                self._send_range(self.snd_nxt, self.snd_nxt + n, now, retransmit=False)
+                sent_any = True
+            # 3. FIN once all data is out
+            if (self._fin_queued and self._fin_seq is None
+                    and self.snd_nxt == self._sndbuf_seq + len(self._sndbuf)):
+                self._fin_seq = self.snd_nxt
+                self._send_range(self.snd_nxt, self.snd_nxt + 1, now, retransmit=False)
+                sent_any = True
+            # zero-window: probe until the peer opens it again
+            if (self.snd_wnd == 0 and self.snd_nxt < data_end and self.snd_nxt == self.snd_una
+                    and self._persist_deadline is None):
+                self._persist_deadline = now + self._rtt.rto * (1 << self._persist_backoff)
+        if not sent_any and (self._ack_now or (self._ack_pending and self._delack_deadline is None)):
+            self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
+        if self.snd_nxt > self.snd_una and self._rto_deadline is None:
+            self._rto_deadline = now + self._rtt.rto
+
+    def _send_range(self, lo: int, hi: int, now: float, *, retransmit: bool) -> None:
+        data_end = self._sndbuf_seq + len(self._sndbuf)
+        d_hi = min(hi, data_end)
+        payload = bytes(self._sndbuf[lo - self._sndbuf_seq: d_hi - self._sndbuf_seq]) \
+            if d_hi > lo else b""
+        flags = ACK
+        if self._fin_seq is not None and hi > self._fin_seq:
+            flags |= FIN
+        if payload and (d_hi == data_end):
+            flags |= PSH
+        self._emit_segment(lo, flags, payload, options=self._options(now))
+        if hi > self.snd_nxt:
+            self.snd_nxt = hi
+            if self._rtt_seq is None and not self._ts_ok:
+                self._rtt_seq, self._rtt_time = hi, now
+        if retransmit:
+            self.stats.segments_retransmitted += 1
+            self.stats.bytes_retransmitted += len(payload)
+            if self._rtt_seq is not None and lo < self._rtt_seq:
+                self._rtt_seq = None  # Karn: this sample is ambiguous now
+        else:
+            self.stats.bytes_sent += len(payload)
+
+    def _options(self, now: float) -> tuple:
+        opts: list = []
+        if self._ts_ok:
+            opts.append((OPT_TS, (self._ts_now(now), self._ts_recent)))
+        if self._sack_ok and self._ooo_ranges:
+            opts.append((OPT_SACK, self._sack_blocks(3 if self._ts_ok else 4)))
+        return tuple(opts)
+
+    def _sack_blocks(self, limit: int) -> tuple:
+        ranges = list(self._ooo_ranges)
+        first = None
+        if self._last_ooo is not None:
+            for r in ranges:
+                if r[0] <= self._last_ooo[0] < r[1]:
+                    first = r
+                    break
+        ordered = ([first] if first else []) + [r for r in reversed(ranges) if r != first]
+        return tuple((lo & MASK, hi & MASK) for lo, hi in ordered[:limit])
+
+    def _emit_segment(self, seq: int, flags: int, payload: bytes, options: tuple) -> None:
+        """Build one segment; every non-RST segment carries our current ACK."""
+        if flags & RST:
+            seg = Segment(self.local_port, self.remote_port, seq & MASK, 0, RST, 0)
+        else:
+            flags |= ACK
+            seg = Segment(self.local_port, self.remote_port, seq & MASK, self.rcv_nxt & MASK,
+                          flags, self._window_field(), 0, options, payload)
+            self._ack_now = False
+            self._ack_pending = False
+            self._unacked_segments = 0
+            self._delack_deadline = None
+        self.stats.segments_sent += 1
+        self._out.append(seg)
+
+    def _free_space(self) -> int:
+        return max(0, self.config.receive_buffer - len(self._rcvbuf))
+
+    def _window_field(self) -> int:
+        edge = self.rcv_nxt + self._free_space()
+        # No silly windows: grow the advertised edge only by a useful amount,
+        # and never move it left (RFC 9293 3.8.6.2.2).
+        if edge - self._rcv_adv < min(self.config.receive_buffer // 2, self.mss):
+            edge = self._rcv_adv
+        edge = max(edge, self._rcv_adv)
+        wnd = min(edge - self.rcv_nxt, 0xFFFF << self._rcv_wscale)
+        field = wnd >> self._rcv_wscale
+        self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + (field << self._rcv_wscale))
+        self.stats.receive_window = field << self._rcv_wscale
+        return field
+
+    def _ts_now(self, now: float) -> int:
+        return (int(now * 1000) + self._ts_offset) & MASK
+
+    # -------------------------------------------------------------- handshake
+    def _send_syn(self, now: float) -> None:
+        cfg = self.config
+        opts: list = [(OPT_MSS, min(self._max_datagram - HEADER_SIZE, 0xFFFF))]
+        syn_ack = self.state is S.SYN_RECEIVED
+        if cfg.window_scale and (not syn_ack or self._snd_wscale_offered):
+            opts.append((OPT_WSCALE, self._rcv_wscale))
+        if cfg.sack and (not syn_ack or self._sack_ok):
+            opts.append((OPT_SACK_OK, None))
+        if cfg.timestamps and (not syn_ack or self._ts_ok):
+            opts.append((OPT_TS, (self._ts_now(now), self._ts_recent if syn_ack else 0)))
+        flags = SYN | (ACK if syn_ack else 0)
+        wnd = min(self._free_space(), 0xFFFF)
+        seg = Segment(self.local_port, self.remote_port, self.iss, self.rcv_nxt & MASK if syn_ack
+                      else 0, flags, wnd, 0, tuple(opts), b"")
+        if syn_ack:
+            self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + wnd)
+            self._ack_now = False
+        retransmit = self.snd_nxt > self.iss
+        self.snd_nxt = max(self.snd_nxt, self.iss + 1)
+        if retransmit:
+            self.stats.segments_retransmitted += 1
+            self._rtt_seq = None
+        elif not cfg.timestamps:
+            self._rtt_seq, self._rtt_time = self.iss + 1, now
+        self.stats.segments_sent += 1
+        self._out.append(seg)
+        self._rto_deadline = now + self._rtt.rto
+
+    def _accept_syn_options(self, seg: Segment) -> None:
+        cfg = self.config
+        mss = _find_option(seg.options, OPT_MSS)
+        self._peer_mss = mss if mss else DEFAULT_MSS
+        ws = _find_option(seg.options, OPT_WSCALE)
+        if ws is not None and cfg.window_scale:
+            self._snd_wscale = min(ws, MAX_WSCALE)
+            self._snd_wscale_offered = True
+        else:
+            self._snd_wscale = 0
+            self._rcv_wscale = 0
+        self._sack_ok = cfg.sack and _has_option(seg.options, OPT_SACK_OK)
+        ts = _find_option(seg.options, OPT_TS)
+        if ts is not None and cfg.timestamps:
+            self._ts_ok = True
+            self._ts_recent = ts[0]
+            self._ts_recent_valid = True
+        else:
+            self._ts_ok = False
+        self.mss = max(64, min(self._peer_mss, self._max_datagram - HEADER_SIZE))
+
+    def _establish(self) -> None:
+        self._connect_deadline = None
+        self.cwnd = self.config.initial_window * self._payload_room()
+        self.stats.mss = self._payload_room()
+        self._set_state(S.ESTABLISHED)
+        self._events.append(ev.Connected())
+        if self.config.keepalive_idle is not None:
+            self._ka_deadline = self._last_recv_time + self.config.keepalive_idle
+
+    # ------------------------------------------------------ ACKs and recovery
+    def _sample_rtt_from(self, seg: Segment, ack: int, now: float) -> None:
+        if self._ts_ok:
+            ts = _find_option(seg.options, OPT_TS)
+            if ts is not None and ts[1]:
+                delta = (self._ts_now(now) - ts[1]) & MASK
+                if delta < 60_000:
+                    self._rtt.sample(delta / 1000.0)
+                    self._sync_rtt_stats()
+                return
+        if self._rtt_seq is not None and ack >= self._rtt_seq:
+            self._rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+            self._sync_rtt_stats()
+
+    def _sync_rtt_stats(self) -> None:
+        st = self.stats
+        st.srtt, st.rttvar, st.rto = self._rtt.srtt, self._rtt.rttvar, self._rtt.rto
+
+    def _ack_advance(self, ack: int, now: float) -> None:
+        acked = ack - self.snd_una
+        self.snd_una = ack
+        drop = min(ack, self._sndbuf_seq + len(self._sndbuf)) - self._sndbuf_seq
+        if drop > 0:
+            del self._sndbuf[:drop]
+            self._sndbuf_seq += drop
+            self._events.append(ev.SendSpaceAvailable())
+        self._sacked.remove_below(ack)
+        self._lost.remove_below(ack)
+        self._rtx_done.remove_below(ack)
+        self._dupacks = 0
+        self._progress_time = now
+        self._persist_backoff = 0
+        self._rtt.reset_backoff() if self._rtt.has_sample else None
+        if self.cwnd:
+            self._grow_cwnd(acked)
+        self._rto_deadline = None if self.snd_nxt == self.snd_una else now + self._rtt.rto
+        self.stats.cwnd, self.stats.ssthresh = self.cwnd, min(self.ssthresh, 1 << 31)
+
+    def _grow_cwnd(self, acked: int) -> None:
+        mss = self._payload_room()
+        if self._in_recovery:
+            if self.snd_una >= self._recover:
+                self._in_recovery = False
+                self._rtx_done.clear()
+                self.cwnd = max(min(self.ssthresh, self._pipe() + mss), 2 * mss)
+            else:
+                # NewReno partial ACK (RFC 6582): the next hole is lost too.
+                nxt = self._sacked.first[0] if self._sacked else self.snd_nxt
+                hi = min(self.snd_una + mss, nxt)
+                if hi > self.snd_una and not self._rtx_done.contains(self.snd_una, hi):
+                    self._lost.add(self.snd_una, hi)
+            return
+        cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
+        if self.cwnd < self.ssthresh:
+            self.cwnd += min(acked, 2 * mss)
+        else:
+            self._ca_acc += acked
+            if self._ca_acc >= self.cwnd:
+                self._ca_acc -= self.cwnd
+                self.cwnd += mss
+        self.cwnd = min(self.cwnd, cap)
+
+    def _detect_loss(self, old_una: int, now: float) -> None:
+        mss = self._payload_room()
+        if not self._in_recovery:
+            if not (self._dupacks >= DUP_THRESH
+                    or self._sacked.covered_above(self.snd_una) >= DUP_THRESH * mss):
+                return
+            self._in_recovery = True
+            self._recover = self.snd_nxt
+            flight = self.snd_nxt - self.snd_una - self._sacked.total
+            self.ssthresh = max(flight // 2, 2 * mss)
+            self.cwnd = self.ssthresh
+            self._ca_acc = 0
+            self._rtx_force = True
+            self.stats.fast_retransmits += 1
+            if self._sacked:
+                self.stats.sack_recoveries += 1
+            else:
+                hi = min(self.snd_una + mss, self.snd_nxt)
+                self._lost.add(self.snd_una, hi)
+            self.stats.cwnd, self.stats.ssthresh = self.cwnd, self.ssthresh
+        if self._sacked:
+            # RFC 6675 IsLost: a hole with DupThresh segments SACKed above it.
+            top = self._sacked.last_end or self.snd_una
+            for lo, hi in list(self._sacked.holes(self.snd_una, top)):
+                if self._sacked.covered_above(hi) < DUP_THRESH * mss and lo != self.snd_una:
+                    continue
+                for a, b in list(self._rtx_done.holes(lo, hi)):
+                    for c, d in list(self._lost.holes(a, b)):
+                        self._lost.add(c, d)
+
+    def _on_rto(self, now: float) -> None:
+        self._rto_deadline = None
+        if self.snd_nxt == self.snd_una:
+            return
+        self.stats.timeouts += 1
+        self._rtt.on_timeout()
+        self.stats.rto = self._rtt.rto
+        if self.state in (S.SYN_SENT, S.SYN_RECEIVED):
+            self._send_syn(now)
+            return
+        mss = self._payload_room()
+        flight = self.snd_nxt - self.snd_una - self._sacked.total
+        self.ssthresh = max(flight // 2, 2 * mss)
+        self.cwnd = mss
+        self._ca_acc = 0
+        self._in_recovery = False
+        self._dupacks = 0
+        self._rtx_done.clear()
+        self._lost.clear()
+        for lo, hi in list(self._sacked.holes(self.snd_una, self.snd_nxt)):
+            self._lost.add(lo, hi)
+        self._rtx_force = True
+        self._rtt_seq = None
+        self.stats.cwnd, self.stats.ssthresh = self.cwnd, self.ssthresh
+        self._push(now)
+        self._rto_deadline = now + self._rtt.rto
+
+    def _on_persist(self, now: float) -> None:
+        self._persist_deadline = None
+        data_end = self._sndbuf_seq + len(self._sndbuf)
+        if self.snd_wnd > 0 or self.snd_nxt >= data_end or self.state not in SENDING:
+            self._persist_backoff = 0
+            return
+        # A probe below the window elicits an ACK carrying the current window.
+        self.stats.window_probes += 1
+        self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
+        self._persist_backoff = min(self._persist_backoff + 1, 6)
+        self._persist_deadline = now + min(self._rtt.rto * (1 << self._persist_backoff),
+                                           self.config.max_rto)
+
+    def _on_keepalive(self, now: float) -> None:
+        cfg = self.config
+        self._ka_deadline = None
+        if cfg.keepalive_idle is None or self.state not in SYNCHRONIZED:
+            return
+        if self._ka_probes >= cfg.keepalive_count:
+            self._time_out("keepalive")
+            return
+        self._ka_probes += 1
+        self.stats.keepalives_sent += 1
+        self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
+        self._ka_deadline = now + cfg.keepalive_interval
+
+    def _user_deadline(self) -> float | None:
+        if self.snd_nxt > self.snd_una and self.state in SYNCHRONIZED:
+            return self._progress_time + self.config.user_timeout
+        return None
+
+    def _update_send_window(self, window: int, seq: int, ack: int) -> None:
+        if (self._snd_wl1 == 0 and self._snd_wl2 == 0) or self._snd_wl1 < seq or (
+                self._snd_wl1 == seq and self._snd_wl2 <= ack):
+            self.snd_wnd = window
+            self._snd_wl1 = seq
+            self._snd_wl2 = ack
+            self._max_snd_wnd = max(self._max_snd_wnd, window)
+            self.stats.send_window = window
+            if window > 0:
+                self._persist_deadline = None
+                self._persist_backoff = 0
+
+    def _challenge_ack(self, now: float) -> None:
+        if now - self._chack_window >= 1.0:
+            self._chack_window = now
+            self._chack_count = 0
+        if self._chack_count >= self.config.challenge_ack_limit:
+            return
+        self._chack_count += 1
+        self.stats.challenge_acks_sent += 1
+        self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
+
+    def _reply_reset(self, seg: Segment) -> None:
+        rst = reset_for(seg)
+        if rst is not None:
+            self.stats.resets_sent += 1
+            self.stats.segments_sent += 1
+            self._out.append(rst)
+
+    # ------------------------------------------------------------ lifecycle
+    def _set_state(self, new: State) -> None:
+        old = self.state
+        if old is not new:
+            self.state = new
+            self._events.append(ev.StateChanged(old.value, new.value))
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._set_state(S.TIME_WAIT)
+        self._timewait_deadline = now + 2 * self.config.msl
+        self._rto_deadline = None
+        self._persist_deadline = None
+        self._ka_deadline = None
+        self._orphan_deadline = None
+
+    def _close_now(self) -> None:
+        for name in ("_rto_deadline", "_delack_deadline", "_persist_deadline", "_ka_deadline",
+                     "_timewait_deadline", "_connect_deadline", "_orphan_deadline"):
+            setattr(self, name, None)
+        self.snd_una = self.snd_nxt  # nothing outstanding any more
+        if self.state is not S.CLOSED:
+            self._set_state(S.CLOSED)
+            self._events.append(ev.ConnectionClosed())
+
+    def _fail(self, event: ev.Event) -> None:
+        self.error = event
+        self._events.append(event)
+        self._close_now()
+
+    def _time_out(self, reason: str) -> None:
+        if self.state in SYNCHRONIZED and self.state is not S.TIME_WAIT:
+            self._emit_segment(self.snd_nxt, RST, b"", options=())
+            self.stats.resets_sent += 1
+        self._fail(ev.ConnectionTimedOut(reason))
+
+
+def _find_option(options: tuple, kind: int):  # noqa: ANN202
+    for k, v in options:
+        if k == kind:
+            return v
+    return None
+
+
+def _has_option(options: tuple, kind: int) -> bool:
+    return any(k == kind for k, _ in options)

@@ -1,0 +1,442 @@
+"""One datagram socket, many connections: demultiplexing, timers, TIME_WAIT.
+
+An :class:`Endpoint` owns a :class:`~rtcp.transport.DatagramTransport` and runs
+one trio system task that reads datagrams in batches, hands each segment to its
+connection's sans-I/O core, fires due timers and sends what the cores want to
+send.  Connections outlive the stream objects that use them: TIME_WAIT and the
+tail of a graceful close are finished here, without a file descriptor each.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass, fields
+
+import trio
+
+from . import segment as codec
+from .config import Config
+from .core import events as ev
+from .core.connection import ACK, RST, SYN, Connection, State, reset_for
+from .core.isn import initial_sequence_number, timestamp_offset
+from .segment import Segment, SegmentError
+from .transport import DatagramTransport
+
+log = logging.getLogger("rtcp")
+
+#: Datagrams read per wake-up before other tasks get a turn.
+RECV_BATCH = 256
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """What one endpoint (UDP socket) has seen; ``listener.stats`` shows it."""
+
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    checksum_failures: int = 0
+    malformed: int = 0
+    resets_sent: int = 0
+    syn_received: int = 0
+    syn_cookies_sent: int = 0
+    syn_cookies_accepted: int = 0
+    syn_dropped: int = 0
+    unreachable: int = 0
+    connections_accepted: int = 0
+    time_wait_reused: int = 0
+    send_blocked: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Slot:
+    """An endpoint's record of one connection (lives until CLOSED)."""
+
+    __slots__ = ("conn", "key", "addr", "lot", "timer_at", "from_listener", "queued",
+                 "stream_open", "__weakref__")
+
+    def __init__(self, conn: Connection, key: tuple, addr: tuple, from_listener: bool) -> None:
+        self.conn = conn
+        self.key = key
+        self.addr = addr
+        #: Woken whenever anything about the connection changes.
+        self.lot = trio.lowlevel.ParkingLot()
+        self.timer_at: float | None = None
+        self.from_listener = from_listener
+        self.queued = False
+        self.stream_open = False
+
+
+class _ListenState:
+    __slots__ = ("config", "queue", "lot", "closed")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.queue: deque[Slot] = deque()
+        self.lot = trio.lowlevel.ParkingLot()
+        self.closed = False
+
+
+def _addr_key(addr: tuple) -> tuple:
+    return (addr[0], addr[1])
+
+
+class Endpoint:
+    """Drives every connection on one transport.  See the module docstring."""
+
+    def __init__(self, transport: DatagramTransport, config: Config | None = None, *,
+                 tracer: object | None = None, linger: bool = False) -> None:
+        self.transport = transport
+        self.config = config or Config()
+        self.tracer = tracer
+        self.stats = EndpointStats()
+        self.local_address = transport.local_address
+        self.local_port: int = transport.local_address[1]
+        self._slots: dict[tuple, Slot] = {}
+        self._listen: _ListenState | None = None
+        self._heap: list[tuple[float, int, Slot]] = []
+        self._heap_n = 0
+        self._dirty: list[Slot] = []
+        self._outbox: deque[tuple[bytes, tuple]] = deque()
+        self._wait_scope: trio.CancelScope | None = None
+        self._secret = os.urandom(16)
+        self._closed = False
+        self._done = trio.Event()
+        #: Keep running with no connections (a bound client or a listener).
+        self._linger = linger
+        self._half_open = 0
+        trio.lowlevel.spawn_system_task(self._run, name=f"rtcp-endpoint-{self.local_port}")
+
+    # ----------------------------------------------------------- user side
+    @property
+    def connection_count(self) -> int:
+        return len(self._slots)
+
+    def max_datagram_for(self, addr: tuple, config: Config) -> int:
+        if self.transport.family == socket.AF_INET6 and not _is_v4_mapped(addr[0]):
+            return min(config.max_datagram, config.max_datagram_ipv6)
+        return config.max_datagram
+
+    def has_connection(self, addr: tuple, remote_port: int) -> bool:
+        slot = self._slots.get((*_addr_key(addr), self.local_port, remote_port))
+        return slot is not None and slot.conn.state is not State.TIME_WAIT
+
+    def connect(self, addr: tuple, config: Config) -> Slot:
+        """Start an active open to ``addr`` (port in the header = UDP port)."""
+        if self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+        remote_port = addr[1]
+        key = (*_addr_key(addr), self.local_port, remote_port)
+        old = self._slots.get(key)
+        if old is not None:
+            if old.conn.state is not State.TIME_WAIT:
+                raise OSError(f"a connection to {addr} from this port already exists")
+            self._forget(old)  # reuse a TIME_WAIT 4-tuple, as tcp_tw_reuse does
+            self.stats.time_wait_reused += 1
+        now = trio.current_time()
+        conn = self._new_connection(config, addr, remote_port, now)
+        slot = Slot(conn, key, addr, from_listener=False)
+        slot.stream_open = True
+        self._slots[key] = slot
+        conn.connect(now)
+        self.kick(slot)
+        return slot
+
+    def _new_connection(self, config: Config, addr: tuple, remote_port: int,
+                        now: float) -> Connection:
+        local = (self.local_address[0], self.local_port)
+        remote = (addr[0], remote_port)
+        return Connection(config, self.local_port, remote_port,
+                          iss=initial_sequence_number(self._secret, local, remote, now),
+                          now=now, max_datagram=self.max_datagram_for(addr, config),
+                          ts_offset=timestamp_offset(self._secret, local, remote))
+
+    def listen(self, config: Config) -> None:
+        if self._listen is not None and not self._listen.closed:
+            raise OSError("endpoint already has a listener")
+        self._listen = _ListenState(config)
+        self._linger = True
+
+    def stop_listening(self) -> None:
+        """Stop accepting; connections not yet accepted are reset."""
+        ls = self._listen
+        if ls is None or ls.closed:
+            return
+        ls.closed = True
+        ls.lot.unpark_all()
+        now = trio.current_time()
+        while ls.queue:
+            slot = ls.queue.popleft()
+            if not slot.stream_open:
+                slot.conn.abort(now)
+                self.kick(slot)
+        for slot in list(self._slots.values()):
+            if slot.from_listener and not slot.queued and slot.conn.state is State.SYN_RECEIVED:
+                slot.conn.abort(now)
+                self.kick(slot)
+        self._linger = False
+        self._maybe_close()
+
+    async def accept(self) -> Slot:
+        ls = self._listen
+        assert ls is not None
+        while True:
+            if ls.closed:
+                raise trio.ClosedResourceError("listener is closed")
+            if ls.queue:
+                slot = ls.queue.popleft()
+                slot.stream_open = True
+                self.stats.connections_accepted += 1
+                await trio.lowlevel.checkpoint()
+                return slot
+            await ls.lot.park()
+
+    def kick(self, slot: Slot) -> None:
+        """Run the bookkeeping after the user changed a connection."""
+        self._after(slot, trio.current_time())
+
+    def release(self, slot: Slot) -> None:
+        """The stream object is done with ``slot``; the endpoint finishes it."""
+        slot.stream_open = False
+        if slot.conn.state is State.CLOSED:
+            self._forget(slot)
+
+    def close(self) -> None:
+        """Abort every connection and close the transport."""
+        now = trio.current_time()
+        for slot in list(self._slots.values()):
+            slot.conn.abort(now)
+            self._after(slot, now)
+        self._linger = False
+        self._closed = True
+        self._wake()
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+
+    # ------------------------------------------------------------ internals
+    def _wake(self) -> None:
+        if self._wait_scope is not None:
+            self._wait_scope.deadline = -math.inf
+
+    def _after(self, slot: Slot, now: float) -> None:
+        conn = slot.conn
+        segs = conn.segments_to_send(now)
+        events = conn.events()
+        if segs:
+            self._send_segments(segs, slot.addr)
+        if events:
+            self._on_events(slot, events, now)
+            slot.lot.unpark_all()
+        t = conn.timer()
+        if t != slot.timer_at:
+            slot.timer_at = t
+            if t is not None:
+                self._heap_n += 1
+                heapq.heappush(self._heap, (t, self._heap_n, slot))
+                scope = self._wait_scope
+                if scope is not None and t < scope.deadline:
+                    scope.deadline = t
+
+    def _on_events(self, slot: Slot, events: list[ev.Event], now: float) -> None:
+        for e in events:
+            if isinstance(e, ev.StateChanged):
+                if self.tracer is not None:
+                    self.tracer.on_state(now, self.local_address, slot.addr, e.old, e.new)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s <-> %s: %s -> %s", self.local_address, slot.addr, e.old, e.new)
+                if slot.from_listener:
+                    if e.old == "SYN_RECEIVED":
+                        self._half_open -= 1
+                    elif e.new == "SYN_RECEIVED":
+                        self._half_open += 1
+            elif isinstance(e, ev.Connected):
+                ls = self._listen
+                if slot.from_listener and not slot.queued:
+                    if ls is None or ls.closed:
+                        slot.conn.abort(now)
+                    else:
+                        slot.queued = True
+                        ls.queue.append(slot)
+                        ls.lot.unpark_all()
+            elif isinstance(e, (ev.ConnectionReset, ev.ConnectionTimedOut)):
+                log.info("%s <-> %s: %s", self.local_address, slot.addr, e)
+            elif isinstance(e, ev.ConnectionClosed):
+                if not slot.stream_open:
+                    self._forget(slot)
+        if slot.conn.state is State.CLOSED and not slot.stream_open:
+            self._forget(slot)
+
+    def _forget(self, slot: Slot) -> None:
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
+            if slot.from_listener and slot.conn.state is State.SYN_RECEIVED:
+                self._half_open -= 1
+            self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if not self._slots and not self._linger and not self._closed:
+            self._closed = True
+            self._wake()
+
+    def _send_segments(self, segs: list[Segment], addr: tuple) -> None:
+        tracer = self.tracer
+        send = self.transport.send
+        encode = codec.encode
+        for seg in segs:
+            data = encode(seg)
+            if tracer is not None:
+                tracer.on_segment(trio.current_time(), "out", self.local_address, addr, seg)
+            if seg.flags & RST:
+                self.stats.resets_sent += 1
+            self.stats.datagrams_sent += 1
+            if self._outbox or not send(data, addr):
+                self._outbox.append((data, addr))
+                self.stats.send_blocked += 1
+                self._wake()
+
+    def _flush_outbox(self) -> None:
+        send = self.transport.send
+        while self._outbox:
+            data, addr = self._outbox[0]
+            if not send(data, addr):
+                return
+            self._outbox.popleft()
+
+    # -------------------------------------------------------- the datagram path
+    def _on_datagram(self, data: bytes, addr: tuple, now: float) -> Slot | None:
+        self.stats.datagrams_received += 1
+        try:
+            seg = codec.decode(data)
+        except SegmentError:
+            if len(data) >= 20 and codec.internet_checksum(data) != 0:
+                self.stats.checksum_failures += 1
+            else:
+                self.stats.malformed += 1
+            return None
+        if self.tracer is not None:
+            self.tracer.on_segment(now, "in", self.local_address, addr, seg)
+        key = (addr[0], addr[1], seg.dst_port, seg.src_port)
+        slot = self._slots.get(key)
+        if slot is not None:
+            if slot.conn.state is State.TIME_WAIT and self._listen is not None \
+                    and not self._listen.closed and slot.conn.syn_may_reopen(seg):
+                self._forget(slot)
+                self.stats.time_wait_reused += 1
+            else:
+                slot.conn.handle_segment(seg, now)
+                return slot
+        return self._no_connection(seg, addr, key, now)
+
+    def _no_connection(self, seg: Segment, addr: tuple, key: tuple, now: float) -> Slot | None:
+        flags = seg.flags
+        ls = self._listen
+        if (ls is not None and not ls.closed and seg.dst_port == self.local_port
+                and flags & (SYN | ACK | RST) == SYN):
+            self.stats.syn_received += 1
+            if len(ls.queue) >= ls.config.backlog or self._half_open >= ls.config.syn_backlog:
+                # Like a kernel with a full accept queue: drop, the client retries.
+                self.stats.syn_dropped += 1
+                return None
+            conn = self._new_connection(ls.config, addr, seg.src_port, now)
+            slot = Slot(conn, key, addr, from_listener=True)
+            self._slots[key] = slot
+            conn.listen()
+            conn.handle_segment(seg, now)
+            return slot
+        rst = reset_for(seg)
+        if rst is not None:
+            self._send_segments([rst], addr)
+        return None
+
+    def _on_unreachable(self, now: float) -> None:
+        for addr, data in self.transport.unreachable():
+            self.stats.unreachable += 1
+            try:
+                seg = codec.decode(data)
+            except SegmentError:
+                continue
+            slot = self._slots.get((addr[0], addr[1], seg.src_port, seg.dst_port))
+            if slot is not None:
+                slot.conn.on_unreachable(now)
+                self._mark(slot)
+
+    def _mark(self, slot: Slot) -> None:
+        self._dirty.append(slot)
+
+    def _fire_timers(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            t, _, slot = heapq.heappop(heap)
+            if slot.timer_at != t or self._slots.get(slot.key) is not slot:
+                continue
+            slot.timer_at = None
+            slot.conn.handle_timer(now)
+            self._dirty.append(slot)
+
+    def _next_deadline(self) -> float:
+        heap = self._heap
+        while heap:
+            t, _, slot = heap[0]
+            if slot.timer_at == t and self._slots.get(slot.key) is slot:
+                return t
+            heapq.heappop(heap)
+        return math.inf
+
+    async def _run(self) -> None:
+        transport = self.transport
+        try:
+            while not self._closed:
+                scope = trio.CancelScope(deadline=self._next_deadline())
+                self._wait_scope = scope
+                with scope:
+                    if self._outbox:
+                        await transport.wait_writable()
+                    else:
+                        await transport.wait_readable()
+                self._wait_scope = None
+                now = trio.current_time()
+                self._flush_outbox()
+                batch = transport.receive_batch(RECV_BATCH)
+                dirty = self._dirty
+                for data, addr in batch:
+                    slot = self._on_datagram(data, addr, now)
+                    if slot is not None:
+                        dirty.append(slot)
+                self._on_unreachable(now)
+                self._fire_timers(now)
+                self._dirty = []
+                seen: set[int] = set()
+                for slot in dirty:
+                    if id(slot) not in seen:
+                        seen.add(id(slot))
+                        self._after(slot, now)
+                if len(batch) == RECV_BATCH:
+                    await trio.lowlevel.checkpoint()  # a flood must not starve others
+        except Exception as exc:  # never raise from a system task
+            log.exception("rtcp endpoint %s failed", self.local_address)
+            for slot in list(self._slots.values()):
+                slot.conn._fail(ev.ConnectionReset())
+                slot.conn.error = ev.ConnectionTimedOut(f"endpoint failed: {exc!r}")
+                slot.lot.unpark_all()
+        finally:
+            self._closed = True
+            self._wait_scope = None
+            sock = getattr(transport, "sock", None)
+            if sock is not None:
+                trio.lowlevel.notify_closing(sock)
+            transport.close()
+            if self._listen is not None:
+                self._listen.closed = True
+                self._listen.lot.unpark_all()
+            self._done.set()
+
+
+def _is_v4_mapped(host: str) -> bool:
+    return host.startswith("::ffff:")

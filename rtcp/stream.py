@@ -1,0 +1,420 @@
+"""The public trio API: RtcpStream, RtcpListener, open/serve helpers.
+
+These mirror ``trio.open_tcp_stream``, ``trio.open_tcp_listeners`` and
+``trio.serve_tcp`` so that code written for trio streams (``trio.SSLStream``,
+``trio.serve_listeners``, protocol libraries) runs over rtcp unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .config import Config
+from .core import events as ev
+from .core.connection import RECEIVING, State
+from .core.stats import ConnectionStats
+from .endpoint import Endpoint, EndpointStats, Slot
+from .transport import UdpTransport
+
+DEFAULT_RECEIVE_SIZE = 65536
+
+
+class _Conflict:
+    """Raise BusyResourceError when two tasks use one direction at once."""
+
+    __slots__ = ("_held", "_msg")
+
+    def __init__(self, msg: str) -> None:
+        self._held = False
+        self._msg = msg
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._msg)
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+
+
+def _broken(conn_error: ev.Event | None) -> trio.BrokenResourceError:
+    if isinstance(conn_error, ev.ConnectionTimedOut):
+        cause: BaseException = TimeoutError(f"connection timed out ({conn_error.reason})")
+    else:
+        cause = ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
+    exc = trio.BrokenResourceError(str(cause))
+    exc.__cause__ = cause
+    return exc
+
+
+class RtcpStream(trio.abc.HalfCloseableStream):
+    """A reliable byte stream over UDP: a ``trio.abc.HalfCloseableStream``.
+
+    ``send_all`` returns once the data is in the send buffer (bounded by
+    ``Config.send_buffer``), as with kernel TCP; ``aclose`` flushes it.
+    """
+
+    def __init__(self, endpoint: Endpoint, slot: Slot) -> None:
+        self._endpoint = endpoint
+        self._slot = slot
+        self._conn = slot.conn
+        self._closed = False
+        self._send_conflict = _Conflict("another task is using this stream to send")
+        self._recv_conflict = _Conflict("another task is receiving from this stream")
+
+    # -------------------------------------------------------------- info
+    @property
+    def local_address(self) -> tuple:
+        """The local UDP socket address."""
+        return self._endpoint.local_address
+
+    @property
+    def remote_address(self) -> tuple:
+        """The peer's UDP socket address."""
+        return self._slot.addr
+
+    @property
+    def state(self) -> str:
+        """The connection's RFC 9293 state name, e.g. ``"ESTABLISHED"``."""
+        return self._conn.state.value
+
+    @property
+    def stats(self) -> ConnectionStats:
+        """Live counters and estimators of this connection."""
+        return self._conn.stats
+
+    def __repr__(self) -> str:
+        return f"<RtcpStream {self.local_address} -> {self.remote_address} {self.state}>"
+
+    # ----------------------------------------------------------- helpers
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this stream was closed")
+
+    async def _wait_change(self) -> None:
+        await self._slot.lot.park()
+
+    # ------------------------------------------------------------ sending
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue all of ``data`` for reliable delivery, waiting for buffer space."""
+        with self._send_conflict:
+            self._check_open()
+            conn = self._conn
+            if not conn.can_send and conn.error is None and conn.state is not State.CLOSED:
+                raise trio.ClosedResourceError("send_eof() was called on this stream")
+            view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+            total = len(view)
+            pos = 0
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                while True:
+                    self._check_open()
+                    if conn.error is not None or conn.state is State.CLOSED:
+                        raise _broken(conn.error)
+                    if not conn.can_send:
+                        raise trio.ClosedResourceError("send_eof() was called on this stream")
+                    if pos < total and conn.send_space:
+                        pos += conn.send(view[pos:pos + conn.send_space], trio.current_time())
+                        self._endpoint.kick(self._slot)
+                    if pos >= total:
+                        break
+                    await self._wait_change()
+            finally:
+                if isinstance(view, memoryview):
+                    view.release()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until there is room in the send buffer."""
+        with self._send_conflict:
+            self._check_open()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            conn = self._conn
+            while True:
+                self._check_open()
+                if conn.error is not None or conn.state is State.CLOSED:
+                    raise _broken(conn.error)
+                if conn.send_space > 0 or not conn.can_send:
+                    break
+                await self._wait_change()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def send_eof(self) -> None:
+        """Half-close: send a FIN after the queued data; receiving goes on."""
+        with self._send_conflict:
+            self._check_open()
+            await trio.lowlevel.checkpoint()
+            conn = self._conn
+            if conn.state is State.CLOSED:
+                if conn.error is not None:
+                    raise _broken(conn.error)
+                return
+            conn.shutdown(trio.current_time())
+            self._endpoint.kick(self._slot)
+
+    # ---------------------------------------------------------- receiving
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return 1 to ``max_bytes`` bytes, or ``b""`` once the peer sent EOF."""
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        else:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        with self._recv_conflict:
+            self._check_open()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            conn = self._conn
+            while True:
+                self._check_open()
+                if conn.readable:
+                    data = conn.receive(max_bytes, trio.current_time())
+                    self._endpoint.kick(self._slot)
+                    break
+                if conn.eof_received:
+                    data = b""
+                    break
+                if conn.error is not None:
+                    raise _broken(conn.error)
+                if conn.state is State.CLOSED or (conn.state not in RECEIVING
+                                                  and conn.state is not State.SYN_RECEIVED
+                                                  and conn.state is not State.SYN_SENT):
+                    # Closed without an error and without the peer's FIN.
+                    raise _broken(conn.error)
+                await self._wait_change()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    # ------------------------------------------------------------ closing
+    def abort(self) -> None:
+        """Send RST and close at once; buffered data is discarded."""
+        if self._closed:
+            return
+        self._closed = True
+        self._conn.abort(trio.current_time())
+        self._endpoint.kick(self._slot)
+        self._endpoint.release(self._slot)
+        self._slot.lot.unpark_all()
+
+    async def aclose(self) -> None:
+        """Flush, send FIN and wait (bounded) for its ACK; abort if cancelled."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        conn = self._conn
+        slot = self._slot
+        slot.lot.unpark_all()  # blocked send/receive calls see ClosedResourceError
+        conn.close(trio.current_time())
+        self._endpoint.kick(slot)
+        try:
+            with trio.move_on_after(conn.config.close_timeout):
+                while conn.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK,
+                                     State.SYN_RECEIVED) and conn.error is None:
+                    await slot.lot.park()
+            await trio.lowlevel.checkpoint()
+        except BaseException:
+            conn.abort(trio.current_time())
+            self._endpoint.kick(slot)
+            raise
+        finally:
+            self._endpoint.release(slot)
+
+
+class RtcpListener(trio.abc.Listener[RtcpStream]):
+    """Accepts rtcp connections on one UDP socket (``trio.abc.Listener``)."""
+
+    def __init__(self, endpoint: Endpoint, config: Config) -> None:
+        self._endpoint = endpoint
+        self._config = config
+        self._closed = False
+        endpoint.listen(config)
+
+    @property
+    def local_address(self) -> tuple:
+        """The bound UDP address (the real port when bound to port 0)."""
+        return self._endpoint.local_address
+
+    @property
+    def stats(self) -> EndpointStats:
+        """Datagram-level counters of the listening socket."""
+        return self._endpoint.stats
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
+
+    def __repr__(self) -> str:
+        return f"<RtcpListener {self.local_address}>"
+
+    async def accept(self) -> RtcpStream:
+        """Wait for the next fully established connection."""
+        if self._closed:
+            raise trio.ClosedResourceError("listener is closed")
+        slot = await self._endpoint.accept()
+        return RtcpStream(self._endpoint, slot)
+
+    async def aclose(self) -> None:
+        """Stop accepting; streams already accepted live on."""
+        if not self._closed:
+            self._closed = True
+            self._endpoint.stop_listening()
+        await trio.lowlevel.checkpoint()
+
+
+# ---------------------------------------------------------------- open/serve
+_CLIENT_POOL: trio.lowlevel.RunVar[dict[int, list[Endpoint]]] = trio.lowlevel.RunVar(
+    "rtcp_client_pool")
+
+
+def _client_endpoint(family: int, addr: tuple, tracer: object | None) -> Endpoint:
+    """An unbound client endpoint without a live connection to ``addr``.
+
+    Sockets are shared between connections to different peers, and a socket
+    whose only tie to ``addr`` is TIME_WAIT is reused (as tcp_tw_reuse does),
+    so thousands of sequential connections need no file descriptor each.
+    """
+    try:
+        pool = _CLIENT_POOL.get()
+    except LookupError:
+        pool = {}
+        _CLIENT_POOL.set(pool)
+    eps = pool.setdefault(family, [])
+    eps[:] = [e for e in eps if not e._closed]
+    for ep in eps:
+        if ep.tracer is tracer and not ep.has_connection(addr, addr[1]) \
+                and ep.connection_count < 4096:
+            return ep
+    wildcard = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+    ep = Endpoint(UdpTransport(family, wildcard), tracer=tracer)
+    eps.append(ep)
+    return ep
+
+
+async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
+    if isinstance(host, bytes):
+        host = host.decode()
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    out: list[tuple[int, tuple]] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and (family, sockaddr) not in out:
+            out.append((family, sockaddr))
+    if not out:
+        raise OSError(f"no IPv4/IPv6 address for {host!r}")
+    return out
+
+
+async def _connect_slot(endpoint: Endpoint, addr: tuple, config: Config) -> RtcpStream:
+    slot = endpoint.connect(addr, config)
+    stream = RtcpStream(endpoint, slot)
+    conn = slot.conn
+    try:
+        while conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
+            await slot.lot.park()
+    except BaseException:
+        stream.abort()
+        raise
+    if conn.state is State.CLOSED or conn.error is not None:
+        endpoint.release(slot)
+        stream._closed = True
+        err = conn.error
+        if isinstance(err, ev.ConnectionTimedOut):
+            raise TimeoutError(f"rtcp connect to {addr[0]} port {addr[1]} timed out "
+                               f"after {config.connect_timeout} s")
+        raise ConnectionRefusedError(errno.ECONNREFUSED,
+                                     f"rtcp connect to {addr[0]} port {addr[1]} refused")
+    return stream
+
+
+async def open_rtcp_stream(host: str | bytes, port: int, *,
+                           local_address: tuple | None = None,
+                           config: Config | None = None,
+                           tracer: object | None = None) -> RtcpStream:
+    """Connect to an rtcp listener, like ``trio.open_tcp_stream``.
+
+    ``local_address=(host, port)`` binds the local end; two ends that connect
+    to each other's bound address at once complete a simultaneous open.
+    Raises ``ConnectionRefusedError`` (RST or ICMP unreachable) or
+    ``TimeoutError`` (no answer within ``config.connect_timeout``).
+    """
+    config = config or Config()
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port must be in 1..65535, not {port!r}")
+    targets = await _resolve(host, port)
+    errors: list[BaseException] = []
+    for family, addr in targets:
+        if local_address is not None:
+            lfam = socket.AF_INET6 if ":" in str(local_address[0]) else socket.AF_INET
+            if lfam != family:
+                continue
+            endpoint = Endpoint(UdpTransport(family, local_address), tracer=tracer)
+        else:
+            endpoint = _client_endpoint(family, addr, tracer)
+        try:
+            return await _connect_slot(endpoint, addr, config)
+        except (ConnectionRefusedError, TimeoutError, OSError) as exc:
+            errors.append(exc)
+            if local_address is not None:
+                endpoint.close()
+    if not errors:
+        raise OSError(f"no address of {host!r} matches local_address {local_address!r}")
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"all connection attempts to {host!r} port {port} failed: "
+                  + "; ".join(str(e) for e in errors)) from errors[-1]
+
+
+async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
+                              config: Config | None = None,
+                              tracer: object | None = None) -> list[RtcpListener]:
+    """Bind listening endpoints, like ``trio.open_tcp_listeners``.
+
+    ``host=None`` listens on every available address family (IPv4 and IPv6);
+    ``port=0`` picks a free port, the same for every family where possible.
+    """
+    config = config or Config()
+    if host is None:
+        targets = [(socket.AF_INET, ("0.0.0.0", port))]
+        if socket.has_ipv6:
+            targets.append((socket.AF_INET6, ("::", port)))
+    else:
+        infos = await _resolve(host, port) if port else await _resolve(host, 1)
+        targets = [(f, (a[0], port) if f == socket.AF_INET else (a[0], port, 0, a[3]))
+                   for f, a in infos]
+    listeners: list[RtcpListener] = []
+    try:
+        for family, addr in targets:
+            if port == 0 and listeners:
+                addr = (addr[0], listeners[0].local_address[1], *addr[2:])
+            try:
+                transport = UdpTransport(family, addr)
+            except OSError as exc:
+                if host is None and family == socket.AF_INET6 and exc.errno in (
+                        errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    continue  # no IPv6 here
+                raise
+            listeners.append(RtcpListener(Endpoint(transport, config, tracer=tracer,
+                                                   linger=True), config))
+    except BaseException:
+        for lst in listeners:
+            await trio.aclose_forcefully(lst)
+        raise
+    return listeners
+
+
+async def serve_rtcp(handler: Callable[[RtcpStream], Awaitable[Any]], port: int, *,
+                     host: str | bytes | None = None, config: Config | None = None,
+                     handler_nursery: trio.Nursery | None = None,
+                     tracer: object | None = None,
+                     task_status: trio.TaskStatus[list[RtcpListener]] =
+                     trio.TASK_STATUS_IGNORED) -> None:
+    """Listen and run ``handler(stream)`` per connection, like ``trio.serve_tcp``."""
+    listeners = await open_rtcp_listeners(port, host=host, config=config, tracer=tracer)
+    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery,
+                               task_status=task_status)

@@ -1,0 +1,237 @@
+"""Datagram transports under an :class:`~rtcp.endpoint.Endpoint`.
+
+The endpoint needs four things from the network: wait until datagrams may be
+read, read a batch without blocking, send without blocking, and learn which
+peer an ICMP error was about.  :class:`UdpTransport` does that over a real
+non-blocking UDP socket with the drain pattern (one ``wait_readable``, then
+``recvfrom`` until ``BlockingIOError``), which costs a fraction of one trio
+socket call per datagram.  :class:`MemoryNetwork` does it in memory, so the very
+same endpoint runs under ``trio.testing.MockClock`` with autojump.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+#: Linux socket options that queue ICMP errors with the offending destination.
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+#: Errors that mean "nobody listens there" (ICMP port/host unreachable).
+UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+RECV_SIZE = 65536
+
+
+class DatagramTransport(Protocol):
+    """What the endpoint needs from a datagram network."""
+
+    family: int
+    local_address: tuple
+
+    async def wait_readable(self) -> None: ...
+
+    def receive_batch(self, limit: int) -> list[tuple[bytes, tuple]]:
+        """Up to ``limit`` queued datagrams, without blocking."""
+        ...
+
+    def send(self, data: bytes, address: tuple) -> bool:
+        """Send one datagram; False if it would block (the caller retries later)."""
+        ...
+
+    async def wait_writable(self) -> None: ...
+
+    def unreachable(self) -> list[tuple[tuple, bytes]]:
+        """Destinations (and our original datagram) that ICMP said are unreachable."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class UdpTransport:
+    """A non-blocking UDP socket, read with the drain pattern."""
+
+    def __init__(self, family: int, local_address: tuple) -> None:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for level, opt in ((socket.SOL_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+                if family == socket.AF_INET6 or level == socket.SOL_IP:
+                    try:
+                        sock.setsockopt(level, opt, 1)
+                    except OSError:
+                        pass
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+                except OSError:
+                    pass
+            sock.bind(local_address)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.family = family
+        self.local_address = sock.getsockname()
+        self._errors: list[tuple[tuple, bytes]] = []
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self.sock)
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.wait_writable(self.sock)
+
+    def receive_batch(self, limit: int) -> list[tuple[bytes, tuple]]:
+        out: list[tuple[bytes, tuple]] = []
+        recvfrom = self.sock.recvfrom
+        while len(out) < limit:
+            try:
+                out.append(recvfrom(RECV_SIZE))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # A pending ICMP error; its details wait in the error queue.
+                if exc.errno in UNREACHABLE_ERRNOS:
+                    self._drain_errors()
+                    continue
+                if exc.errno in (errno.EINTR, errno.ENOBUFS, errno.ENOMEM):
+                    continue
+                raise
+        return out
+
+    def _drain_errors(self) -> None:
+        for _ in range(1024):
+            try:
+                data, _anc, _flags, addr = self.sock.recvmsg(RECV_SIZE, 1024, MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if addr:
+                self._errors.append((addr, data))
+
+    def unreachable(self) -> list[tuple[tuple, bytes]]:
+        self._drain_errors()
+        out, self._errors = self._errors, []
+        return out
+
+    def send(self, data: bytes, address: tuple) -> bool:
+        try:
+            self.sock.sendto(data, address)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in UNREACHABLE_ERRNOS:
+                self._drain_errors()
+            # Other send errors (no route, message too long) are like loss:
+            # retransmission and the user timeout deal with them.
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class MemoryNetwork:
+    """A deterministic in-memory datagram network for tests.
+
+    Delivery is instant (or after ``delay`` seconds of trio time) and loss is
+    drawn from a seeded RNG, so the same test run makes the same decisions.  A
+    datagram to an address nobody bound produces an "unreachable" report, as
+    ICMP would.
+    """
+
+    def __init__(self, *, loss: float = 0.0, delay: float = 0.0, seed: int = 0,
+                 filter: Callable[[bytes, tuple, tuple], bool] | None = None) -> None:
+        self.loss = loss
+        self.delay = delay
+        self.rng = random.Random(seed)
+        self.filter = filter
+        self._bound: dict[tuple, MemoryTransport] = {}
+        self._next_port = 40000
+
+    def transport(self, host: str = "10.0.0.1", port: int = 0) -> MemoryTransport:
+        if port == 0:
+            self._next_port += 1
+            port = self._next_port
+        addr = (host, port)
+        if addr in self._bound:
+            raise OSError(errno.EADDRINUSE, f"address {addr} in use")
+        t = MemoryTransport(self, addr)
+        self._bound[addr] = t
+        return t
+
+    def _deliver(self, data: bytes, src: tuple, dst: tuple) -> None:
+        if self.filter is not None and not self.filter(data, src, dst):
+            return
+        if self.loss and self.rng.random() < self.loss:
+            return
+        target = self._bound.get(dst)
+        if target is None:
+            sender = self._bound.get(src)
+            if sender is not None:
+                sender._errors.append((dst, data))
+                sender._wake()
+            return
+        if self.delay:
+            trio.lowlevel.spawn_system_task(self._later, data, src, target)
+        else:
+            target._inbox.append((data, src))
+            target._wake()
+
+    async def _later(self, data: bytes, src: tuple, target: MemoryTransport) -> None:
+        await trio.sleep(self.delay)
+        target._inbox.append((data, src))
+        target._wake()
+
+
+class MemoryTransport:
+    """One bound address on a :class:`MemoryNetwork`."""
+
+    family = socket.AF_INET
+
+    def __init__(self, net: MemoryNetwork, address: tuple) -> None:
+        self._net = net
+        self.local_address = address
+        self._inbox: deque[tuple[bytes, tuple]] = deque()
+        self._errors: list[tuple[tuple, bytes]] = []
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    def _wake(self) -> None:
+        self._lot.unpark_all()
+
+    async def wait_readable(self) -> None:
+        if self._inbox or self._errors:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._lot.park()
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def receive_batch(self, limit: int) -> list[tuple[bytes, tuple]]:
+        out = []
+        while self._inbox and len(out) < limit:
+            out.append(self._inbox.popleft())
+        return out
+
+    def send(self, data: bytes, address: tuple) -> bool:
+        if not self._closed:
+            self._net._deliver(bytes(data), self.local_address, address)
+        return True
+
+    def unreachable(self) -> list[tuple[tuple, bytes]]:
+        out, self._errors = self._errors, []
+        return out
+
+    def close(self) -> None:
+        self._closed = True
+        self._net._bound.pop(self.local_address, None)

@@ -1,0 +1,188 @@
+"""Reliable delivery by the sans-I/O core over a seeded simulated link."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rtcp.config import Config
+from rtcp.core import events as ev
+from tests.simlink import LinkProfile, Pair
+
+FAST = Config(min_rto=0.05, initial_rto=0.2, delayed_ack=0.01)
+
+
+def blob(n: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def test_lossless_transfer_both_ways_and_close() -> None:
+    p = Pair()
+    p.handshake()
+    a2b, b2a = blob(300_000, 1), blob(200_000, 2)
+    got_b, got_a = p.transfer(a2b, b2a)
+    assert got_b == a2b and got_a == b2a
+    assert p.a.stats.segments_retransmitted == 0
+    assert p.a.stats.bytes_sent == len(a2b)
+    assert p.b.stats.bytes_received == len(a2b)
+    p.run(lambda: p.a.state == "CLOSED" and p.b.state == "CLOSED")
+
+
+@pytest.mark.parametrize("iss", [0xFFFFFFFF - 5000, 0xFFFFFFFF, 0x7FFFFFFF])
+def test_sequence_wraparound(iss: int) -> None:
+    p = Pair(iss_a=iss, iss_b=0xFFFFFF00, profile=LinkProfile(loss=0.02), seed=3,
+             config_a=FAST, config_b=FAST)
+    p.handshake()
+    data = blob(100_000, 9)
+    got_b, got_a = p.transfer(data, data[::-1])
+    assert got_b == data and got_a == data[::-1]
+    # The wire numbers really did wrap.
+    seqs = [seg.seq for _, src, seg in p.log if src == "B>A"]
+    assert min(seqs) < 100_000 and max(seqs) > 0xFFFF0000
+    acks = [seg.ack for _, src, seg in p.log if src == "A>B" and seg.flags & 0x10]
+    assert min(acks) < 100_000 and max(acks) > 0xFFFF0000
+
+
+@pytest.mark.parametrize("loss", [0.01, 0.05, 0.2])
+def test_lossy_transfer_recovers(loss: float) -> None:
+    p = Pair(profile=LinkProfile(loss=loss, delay=0.01), seed=int(loss * 1000),
+             config_a=FAST, config_b=FAST)
+    p.handshake()
+    data = blob(400_000, 4)
+    got_b, _ = p.transfer(data, b"", max_time=3000)
+    assert got_b == data
+    assert p.a.stats.segments_retransmitted > 0
+    assert p.a.stats.fast_retransmits + p.a.stats.timeouts > 0
+
+
+def test_sack_recovers_several_losses_in_one_window_without_timeout() -> None:
+    p = Pair(profile=LinkProfile(delay=0.05), config_a=FAST, config_b=FAST)
+    p.handshake()
+    # Grow the window first.
+    p.transfer(blob(200_000), b"", close=False)
+    base = p.a.snd_nxt
+    room = p.a._payload_room()
+    doomed = {base + room * k for k in (2, 5, 9)}  # three holes in one flight
+    dropped: set[int] = set()
+
+    def drop(src: str, seg) -> bool:
+        if src == "A>B" and seg.payload:
+            from rtcp.core.seq import unwrap
+            s = unwrap(seg.seq, base)
+            if s in doomed and s not in dropped:
+                dropped.add(s)
+                return False
+        return True
+
+    p.drop = drop
+    timeouts = p.a.stats.timeouts
+    data = blob(100_000, 5)
+    got, _ = p.transfer(data, b"", close=False)
+    assert got == data
+    assert dropped == doomed
+    assert p.a.stats.timeouts == timeouts  # recovered by SACK, not by RTO
+    assert p.a.stats.sack_recoveries >= 1
+
+
+def test_rto_backoff_and_user_timeout_when_peer_vanishes() -> None:
+    cfg = Config(user_timeout=10.0, initial_rto=1.0, min_rto=1.0)
+    p = Pair(config_a=cfg, config_b=cfg)
+    p.handshake()
+    p.drop = lambda src, seg: False  # the link dies
+    t0 = p.now
+    p.a.send(b"hello", p.now)
+    p.run(lambda: p.a.state == "CLOSED", max_time=100)
+    assert any(isinstance(e, ev.ConnectionTimedOut) for e in p.events_a)
+    assert p.now == pytest.approx(t0 + 10.0, abs=0.05)
+    sends = [t for t, src, seg in p.log if src == "A>B" and seg.payload]
+    gaps = [round(b - a, 2) for a, b in zip(sends, sends[1:], strict=False)]
+    assert gaps[:3] == [1.0, 2.0, 4.0]  # exponential backoff
+
+
+def test_keepalive_detects_dead_peer() -> None:
+    cfg = Config(keepalive_idle=5.0, keepalive_interval=1.0, keepalive_count=3)
+    p = Pair(config_a=cfg, config_b=Config())
+    p.handshake()
+    t0 = p.now
+    p.drop = lambda src, seg: False
+    p.run(lambda: p.a.state == "CLOSED", max_time=100)
+    assert any(isinstance(e, ev.ConnectionTimedOut) for e in p.events_a)
+    assert p.a.stats.keepalives_sent == 3
+    assert p.now == pytest.approx(t0 + 5.0 + 3 * 1.0, abs=0.05)
+
+
+def test_keepalive_answered_keeps_connection() -> None:
+    cfg = Config(keepalive_idle=5.0, keepalive_interval=1.0, keepalive_count=3)
+    p = Pair(config_a=cfg)
+    p.handshake()
+    p.run(lambda: p.now > 60, max_time=100)
+    assert p.a.state == "ESTABLISHED"
+    assert p.a.stats.keepalives_sent >= 10
+
+
+def test_zero_window_then_reopen() -> None:
+    small = Config(receive_buffer=8192, send_buffer=65536)
+    p = Pair(config_a=Config(), config_b=small)
+    p.handshake()
+    data = blob(50_000, 6)
+    sent = p.a.send(data, p.now)
+    p.run(lambda: p.a.snd_wnd == 0 and p.a.snd_una == p.a.snd_nxt, max_time=100)
+    assert p.b.readable == 8192
+    # The sender probes while the window is closed, and nothing is lost.
+    p.run(lambda: p.a.stats.window_probes >= 2, max_time=100)
+    got = bytearray()
+
+    def pump() -> bool:
+        nonlocal sent
+        if sent < len(data):
+            sent += p.a.send(data[sent:], p.now)
+        while p.b.readable:
+            got.extend(p.b.receive(1000, p.now))
+        return len(got) == len(data)
+
+    p.run(pump, max_time=200)
+    assert bytes(got) == data
+
+
+def test_delayed_ack_timing() -> None:
+    cfg = Config(delayed_ack=0.04)
+    p = Pair(config_a=cfg, config_b=cfg, profile=LinkProfile(delay=0.001))
+    p.handshake()
+    p.now = 1.0  # idle link: just move the clock
+    start = len(p.log)
+    una = p.a.snd_una
+    p.a.send(b"x" * 100, p.now)
+    t0 = p.now
+    p.run(lambda: p.a.snd_una == una + 100)
+    acks = [(t, seg) for t, src, seg in p.log[start:] if src == "B>A"]
+    assert len(acks) == 1
+    assert acks[0][0] == pytest.approx(t0 + 0.001 + 0.04)
+    # Two full-sized segments are acknowledged at once.
+    start = len(p.log)
+    una = p.a.snd_una
+    p.a.send(b"y" * (2 * p.a._payload_room()), p.now)
+    t1 = p.now
+    p.run(lambda: p.a.snd_una == una + 2 * p.a._payload_room())
+    acks = [(t, seg) for t, src, seg in p.log[start:] if src == "B>A"]
+    assert acks[0][0] == pytest.approx(t1 + 0.001)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1),
+       loss=st.floats(0, 0.25), dup=st.floats(0, 0.2), reorder=st.floats(0, 0.3),
+       delay=st.floats(0.001, 0.1), size_ab=st.integers(0, 60_000),
+       size_ba=st.integers(0, 60_000))
+def test_any_schedule_delivers_exactly_once_in_order(seed, loss, dup, reorder, delay,
+                                                     size_ab, size_ba) -> None:
+    cfg = Config(min_rto=0.05, initial_rto=0.3, msl=0.5, connect_timeout=1000,
+                 user_timeout=1000)
+    p = Pair(profile=LinkProfile(loss=loss, duplicate=dup, reorder=reorder, delay=delay,
+                                 jitter=delay), seed=seed, config_a=cfg, config_b=cfg)
+    p.handshake()
+    a2b, b2a = blob(size_ab, seed), blob(size_ba, seed + 1)
+    got_b, got_a = p.transfer(a2b, b2a, max_time=5000)
+    assert got_b == a2b and got_a == b2a
+    p.run(lambda: p.a.state == "CLOSED" and p.b.state == "CLOSED", max_time=10_000)
