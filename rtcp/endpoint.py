@@ -137,7 +137,7 @@ class Endpoint:
         if old is not None:
             if old.conn.state is not State.TIME_WAIT:
                 raise OSError(f"a connection to {addr} from this port already exists")
-            self._forget(old)  # reuse a TIME_WAIT 4-tuple, as tcp_tw_reuse does
+            self._forget(old, close_idle=False)  # reuse TIME_WAIT's 4-tuple (tcp_tw_reuse)
             self.stats.time_wait_reused += 1
         now = trio.current_time()
         conn = self._new_connection(config, addr, remote_port, now)
@@ -273,12 +273,13 @@ class Endpoint:
         if slot.conn.state is State.CLOSED and not slot.stream_open:
             self._forget(slot)
 
-    def _forget(self, slot: Slot) -> None:
+    def _forget(self, slot: Slot, close_idle: bool = True) -> None:
         if self._slots.get(slot.key) is slot:
             del self._slots[slot.key]
             if slot.from_listener and slot.conn.state is State.SYN_RECEIVED:
                 self._half_open -= 1
-            self._maybe_close()
+            if close_idle:
+                self._maybe_close()
 
     def _maybe_close(self) -> None:
         if not self._slots and not self._linger and not self._closed:
@@ -325,7 +326,10 @@ class Endpoint:
         key = (addr[0], addr[1], seg.dst_port, seg.src_port)
         slot = self._slots.get(key)
         if slot is not None:
-            if slot.conn.state is State.TIME_WAIT and self._listen is not None \
+            state = slot.conn.state
+            if state is State.CLOSED:
+                self._forget(slot)  # finished; its stream object may linger
+            elif state is State.TIME_WAIT and self._listen is not None \
                     and not self._listen.closed and slot.conn.syn_may_reopen(seg):
                 self._forget(slot)
                 self.stats.time_wait_reused += 1

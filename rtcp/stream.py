@@ -332,6 +332,12 @@ async def _connect_slot(endpoint: Endpoint, addr: tuple, config: Config) -> Rtcp
     return stream
 
 
+async def connect_endpoint(endpoint: Endpoint, address: tuple,
+                           config: Config | None = None) -> RtcpStream:
+    """Open a connection from an existing endpoint (e.g. one on a MemoryNetwork)."""
+    return await _connect_slot(endpoint, address, config or Config())
+
+
 async def open_rtcp_stream(host: str | bytes, port: int, *,
                            local_address: tuple | None = None,
                            config: Config | None = None,

@@ -169,6 +169,7 @@ class Connection:
         self._ts_offset = random.getrandbits(32) if ts_offset is None else ts_offset
         self._ts_recent = 0
         self._ts_recent_valid = False
+        self._last_ack_sent = 0  # RCV.NXT in the last ACK we sent (RFC 7323 4.3)
 
         # --- other timers ---
         self._connect_deadline: float | None = None
@@ -248,7 +249,9 @@ class Connection:
         if self._fin_queued:
             return
         self._fin_queued = True
-        if st in (S.ESTABLISHED, S.SYN_RECEIVED):
+        # In SYN_RECEIVED the FIN waits for the handshake's ACK (RFC 9293 3.10.4);
+        # processing that ACK enters FIN_WAIT_1 after _establish().
+        if st is S.ESTABLISHED:
             self._set_state(S.FIN_WAIT_1)
         elif st is S.CLOSE_WAIT:
             self._set_state(S.LAST_ACK)
@@ -292,11 +295,14 @@ class Connection:
         """
         if self.state is not S.TIME_WAIT or not seg.flags & SYN or seg.flags & (ACK | RST):
             return False
+        newer_seq = seq_diff(seg.seq, self.rcv_nxt & MASK) > 0
         if self._ts_ok:
             ts = _find_option(seg.options, OPT_TS)
             if ts is not None:
-                return seq_diff(ts[0], self._ts_recent) > 0
-        return seq_diff(seg.seq, self.rcv_nxt & MASK) > 0
+                # 1 ms ticks: within the same tick the sequence number decides.
+                d = seq_diff(ts[0], self._ts_recent)
+                return d > 0 or (d == 0 and newer_seq)
+        return newer_seq
 
     # -------------------------------------------------------------- driving
     def events(self) -> list[ev.Event]:
@@ -306,8 +312,9 @@ class Connection:
 
     def segments_to_send(self, now: float) -> list[Segment]:
         """Drain the segments to transmit, generating data/ACKs as allowed."""
-        if self.state in SENDING or (self.state in SYNCHRONIZED and (
-                self._ack_now or self._ack_pending)):
+        if self.state in SENDING or (
+                (self.state in SYNCHRONIZED or self.state is S.SYN_RECEIVED)
+                and (self._ack_now or self._ack_pending)):
             self._push(now)
         out, self._out = self._out, []
         return out
@@ -466,6 +473,10 @@ class Connection:
         if not ok:
             if flags & RST:
                 return
+            if st is S.TIME_WAIT and flags & FIN and seq + seg_len == self.rcv_nxt:
+                # The peer retransmitted its FIN: our last ACK was lost.  ACK it
+                # again and restart the 2 MSL timeout (RFC 9293 3.10.7.4).
+                self._timewait_deadline = now + 2 * self.config.msl
             if seq + seg_len <= self.rcv_nxt and seg_len:
                 self.stats.duplicate_segments += 1
             else:
@@ -498,7 +509,7 @@ class Connection:
         if not flags & ACK:
             return
 
-        if tsval is not None and seq <= self.rcv_nxt:
+        if tsval is not None and seq <= self._last_ack_sent:
             self._ts_recent = tsval
             self._ts_recent_valid = True
 
@@ -666,7 +677,7 @@ class Connection:
 
     def _push(self, now: float) -> None:
         sent_any = False
-        room = self._payload_room()
+        room = self._payload_room() - self._sack_space()
         st = self.state
         if st in SENDING:
             # 1. retransmit what is marked lost, within cwnd (one forced).
@@ -738,6 +749,15 @@ class Connection:
         else:
             self.stats.bytes_sent += len(payload)
 
+    def _sack_space(self) -> int:
+        """Option bytes the SACK blocks on our next segments take (RFC 2018)."""
+        if not (self._sack_ok and self._ooo_ranges):
+            return 0
+        n = min(len(self._ooo_ranges), 3 if self._ts_ok else 4)
+        # With timestamps: 10 + 2 + 8n bytes, of which TS_OPTION_SPACE is already
+        # counted; without: 2 + 8n padded to a multiple of 4.
+        return 8 * n if self._ts_ok else 8 * n + 4
+
     def _options(self, now: float) -> tuple:
         opts: list = []
         if self._ts_ok:
@@ -765,6 +785,7 @@ class Connection:
             flags |= ACK
             seg = Segment(self.local_port, self.remote_port, seq & MASK, self.rcv_nxt & MASK,
                           flags, self._window_field(), 0, options, payload)
+            self._last_ack_sent = self.rcv_nxt
             self._ack_now = False
             self._ack_pending = False
             self._unacked_segments = 0
@@ -782,8 +803,10 @@ class Connection:
         if edge - self._rcv_adv < min(self.config.receive_buffer // 2, self.mss):
             edge = self._rcv_adv
         edge = max(edge, self._rcv_adv)
-        wnd = min(edge - self.rcv_nxt, 0xFFFF << self._rcv_wscale)
-        field = wnd >> self._rcv_wscale
+        # Round up, not down: rounding down would move the right edge left
+        # whenever RCV.NXT is off the 2**shift grid (RFC 7323 2.4, appendix F).
+        shift = self._rcv_wscale
+        field = min((edge - self.rcv_nxt + (1 << shift) - 1) >> shift, 0xFFFF)
         self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + (field << self._rcv_wscale))
         self.stats.receive_window = field << self._rcv_wscale
         return field
@@ -807,6 +830,7 @@ class Connection:
         seg = Segment(self.local_port, self.remote_port, self.iss, self.rcv_nxt & MASK if syn_ack
                       else 0, flags, wnd, 0, tuple(opts), b"")
         if syn_ack:
+            self._last_ack_sent = self.rcv_nxt
             self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + wnd)
             self._ack_now = False
         retransmit = self.snd_nxt > self.iss

@@ -1,0 +1,736 @@
+"""Unit tests of the core's parts: sequence arithmetic, RangeSet, the RTO estimator,
+reset_for, and connection behaviours driven by crafted segments (reassembly,
+receive window and window scaling, MSS, Nagle, PAWS)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtcp.config import Config
+from rtcp.core import events as ev
+from rtcp.core.connection import ACK, FIN, PSH, RST, SYN, Connection, reset_for
+from rtcp.core.ranges import RangeSet
+from rtcp.core.rto import CLOCK_GRANULARITY, RttEstimator
+from rtcp.core.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, unwrap
+from rtcp.segment import Segment, encode
+
+FAST = settings(max_examples=60, deadline=None)
+
+
+# ----------------------------------------------------------------- helpers
+def deliver(src: Connection, dst: Connection, now: float) -> list[Segment]:
+    segs = src.segments_to_send(now)
+    for s in segs:
+        dst.handle_segment(s, now)
+    return segs
+
+
+def connect(cfg_a: Config | None = None, cfg_b: Config | None = None, *, iss_a: int = 1000,
+            iss_b: int = 5000, ts_a: int = 0, ts_b: int = 0,
+            max_a: int | None = None, max_b: int | None = None,
+            ) -> tuple[Connection, Connection, list[Segment]]:
+    """A (port 1000) actively opens to B (port 2000); returns both and the handshake."""
+    a = Connection(cfg_a or Config(), 1000, 2000, iss=iss_a, now=0.0, ts_offset=ts_a,
+                   max_datagram=max_a)
+    b = Connection(cfg_b or Config(), 2000, 1000, iss=iss_b, now=0.0, ts_offset=ts_b,
+                   max_datagram=max_b)
+    b.listen()
+    a.connect(0.0)
+    shake = deliver(a, b, 0.0) + deliver(b, a, 0.0) + deliver(a, b, 0.0)
+    assert a.state == b.state == "ESTABLISHED"
+    a.events()
+    b.events()
+    return a, b, shake
+
+
+def from_peer(dst: Connection, seq: int, payload: bytes = b"", flags: int = ACK | PSH, *,
+              ack: int | None = None, window: int = 65535, options: tuple = ()) -> Segment:
+    """A segment that ``dst``'s peer could have sent; seq/ack are unwrapped ints."""
+    a = dst.snd_nxt if ack is None else ack
+    return Segment(dst.remote_port, dst.local_port, seq & MASK, a & MASK, flags, window, 0,
+                   options, payload)
+
+
+def wire_size(seg: Segment) -> int:
+    """Bytes of the UDP payload this segment becomes (header, options, data)."""
+    return len(encode(seg))
+
+
+def ts_of(seg: Segment) -> tuple[int, int]:
+    return dict(seg.options)[8]
+
+
+# ============================================================== seq.py
+@pytest.mark.parametrize(("a", "b", "diff"), [
+    (0, 0, 0),
+    (0, 0xFFFFFFFF, 1),
+    (0xFFFFFFFF, 0, -1),
+    (5, 0xFFFFFFFB, 10),
+    (0xFFFFFFF0, 0x10, -0x20),
+    (0x7FFFFFFF, 0, 0x7FFFFFFF),
+    (0x80000001, 0, -0x7FFFFFFF),
+])
+def test_seq_diff_examples(a: int, b: int, diff: int) -> None:
+    assert seq_diff(a, b) == diff
+    assert seq_lt(a, b) == (diff < 0) and seq_gt(a, b) == (diff > 0)
+    assert seq_le(a, b) == (diff <= 0) and seq_ge(a, b) == (diff >= 0)
+
+
+def test_seq_comparisons_across_the_wrap() -> None:
+    assert seq_lt(0xFFFFFFFF, 0) and seq_gt(0, 0xFFFFFFFF)
+    assert seq_lt(0xFFFFFF00, 0x100) and not seq_lt(0x100, 0xFFFFFF00)
+    assert seq_le(7, 7) and seq_ge(7, 7) and not seq_lt(7, 7) and not seq_gt(7, 7)
+    # Distance exactly 2**31 is the one ambiguous point; it is at least consistent.
+    assert seq_diff(0, HALF) == -HALF
+
+
+@FAST
+@given(a=st.integers(0, MASK), d=st.integers(-HALF + 1, HALF - 1))
+def test_seq_order_is_modular_and_antisymmetric(a: int, d: int) -> None:
+    b = (a + d) & MASK
+    assert seq_diff(b, a) == d and seq_diff(a, b) == -d
+    assert seq_lt(a, b) == (d > 0) == seq_gt(b, a)
+    assert seq_le(a, b) == (d >= 0) == seq_ge(b, a)
+    assert not (seq_lt(a, b) and seq_lt(b, a))
+
+
+@pytest.mark.parametrize(("wire", "ref", "expect"), [
+    (0xFFFFFFFF, MOD + 5, MOD - 1),  # just behind ref, across the wrap
+    (3, MOD - 2, MOD + 3),  # just ahead of ref, across the wrap
+    (0xFFFFFFFE, 1, -2),  # behind a ref near 0: below zero, low bits still right
+    (10, 0, 10),
+    (0, MOD, MOD),
+    (5, 7 * MOD + 0xFFFFFFF0, 8 * MOD + 5),  # many wraps in
+])
+def test_unwrap_near_zero_and_two_to_the_32(wire: int, ref: int, expect: int) -> None:
+    assert unwrap(wire, ref) == expect
+    assert unwrap(wire, ref) & MASK == wire
+
+
+@FAST
+@given(ref=st.integers(0, 1 << 40), d=st.integers(-HALF, HALF - 1))
+def test_unwrap_recovers_anything_within_half_the_space(ref: int, d: int) -> None:
+    assert unwrap((ref + d) & MASK, ref) == ref + d
+
+
+# ============================================================ RangeSet
+def model_runs(model: set[int], lo: int, hi: int, present: bool) -> list[tuple[int, int]]:
+    """Maximal runs of integers in [lo, hi) that are (or are not) in ``model``."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for x in range(lo, hi + 1):
+        inside = x < hi and ((x in model) == present)
+        if inside and start is None:
+            start = x
+        elif not inside and start is not None:
+            runs.append((start, x))
+            start = None
+    return runs
+
+
+def check_against(rs: RangeSet, model: set[int]) -> None:
+    ranges = list(rs)
+    assert ranges == model_runs(model, 0, 100, True)  # sorted, disjoint, coalesced
+    for (_, e1), (s2, _) in zip(ranges, ranges[1:], strict=False):
+        assert e1 < s2  # touching ranges were merged
+    assert rs.total == len(model)
+    assert len(rs) == len(ranges) and bool(rs) == bool(model)
+    assert rs.first == (ranges[0] if ranges else None)
+    assert rs.last_end == (ranges[-1][1] if ranges else None)
+
+
+interval = st.tuples(st.integers(0, 70), st.integers(0, 12)).map(lambda t: (t[0], t[0] + t[1]))
+op = st.one_of(
+    st.tuples(st.just("add"), interval),
+    st.tuples(st.just("remove"), interval),
+    st.tuples(st.just("remove_below"), st.integers(0, 80)),
+    st.tuples(st.just("clear"), st.none()),
+)
+
+
+@FAST
+@given(ops=st.lists(op, max_size=40), probes=st.lists(interval, min_size=1, max_size=8))
+def test_rangeset_matches_a_set_of_ints(ops: list, probes: list) -> None:
+    rs = RangeSet()
+    model: set[int] = set()
+    for name, arg in ops:
+        if name == "add":
+            s, e = arg
+            new = set(range(s, e)) - model
+            assert rs.add(s, e) == len(new)
+            model |= new
+        elif name == "remove":
+            rs.remove(*arg)
+            model -= set(range(*arg))
+        elif name == "remove_below":
+            rs.remove_below(arg)
+            model = {x for x in model if x >= arg}
+        else:
+            rs.clear()
+            model.clear()
+        check_against(rs, model)
+    for s, e in probes:
+        if e > s:
+            assert rs.contains(s, e) == all(x in model for x in range(s, e))
+        assert rs.covered_above(s) == sum(1 for x in model if x >= s)
+        assert list(rs.holes(s, e)) == model_runs(model, s, e, False)
+
+
+def test_rangeset_merge_overlap_and_touching() -> None:
+    rs = RangeSet()
+    assert rs.add(10, 20) == 10
+    assert rs.add(30, 40) == 10
+    assert rs.add(20, 30) == 10  # touches both: one range
+    assert list(rs) == [(10, 40)]
+    assert rs.add(5, 45) == 10  # covers it: only the ends are new
+    assert rs.add(12, 18) == 0  # duplicate
+    assert rs.add(7, 7) == 0  # empty
+    assert list(rs) == [(5, 45)] and rs.total == 40
+    rs.remove_below(20)
+    assert list(rs) == [(20, 45)] and rs.total == 25
+    rs.remove(30, 35)
+    assert list(rs) == [(20, 30), (35, 45)] and rs.total == 20
+    assert list(rs.holes(0, 50)) == [(0, 20), (30, 35), (45, 50)]
+    assert rs.covered_above(33) == 10 and rs.covered_above(25) == 15
+    assert rs.contains(36, 45) and not rs.contains(29, 36)
+
+
+# ================================================================= RTO
+def test_rto_before_any_sample_is_initial_and_clamped() -> None:
+    assert RttEstimator(1.0, 0.2, 60.0).rto == 1.0
+    assert RttEstimator(0.1, 0.2, 60.0).rto == 0.2
+    assert RttEstimator(100.0, 0.2, 60.0).rto == 60.0
+    assert not RttEstimator(1.0, 0.2, 60.0).has_sample
+
+
+@pytest.mark.parametrize(("r", "min_rto", "rto"), [
+    (0.1, 0.2, 0.1 + 4 * 0.05),  # SRTT + 4*RTTVAR = 0.3
+    (0.02, 0.2, 0.2),  # 0.06 clamped up to min_rto
+    (1.0, 0.2, 3.0),
+    (30.0, 0.2, 60.0),  # 90 clamped down to max_rto
+])
+def test_rto_first_sample(r: float, min_rto: float, rto: float) -> None:
+    e = RttEstimator(1.0, min_rto, 60.0)
+    e.sample(r)
+    assert e.srtt == pytest.approx(r) and e.rttvar == pytest.approx(r / 2)
+    assert e.rto == pytest.approx(rto) and e.has_sample
+
+
+@FAST
+@given(samples=st.lists(st.floats(0.001, 5.0), min_size=1, max_size=30),
+       min_rto=st.sampled_from([0.0001, 0.2, 1.0]))
+def test_rto_follows_rfc6298_formulas(samples: list[float], min_rto: float) -> None:
+    e = RttEstimator(1.0, min_rto, 60.0)
+    srtt = rttvar = None
+    for r in samples:
+        e.sample(r)
+        if srtt is None:
+            srtt, rttvar = r, r / 2
+        else:
+            rttvar = (1 - 1 / 4) * rttvar + 1 / 4 * abs(srtt - r)  # uses the old SRTT
+            srtt = (1 - 1 / 8) * srtt + 1 / 8 * r
+        expect = min(max(srtt + max(CLOCK_GRANULARITY, 4 * rttvar), min_rto), 60.0)
+        assert e.srtt == pytest.approx(srtt, rel=1e-9)
+        assert e.rttvar == pytest.approx(rttvar, rel=1e-9, abs=1e-12)
+        assert e.rto == pytest.approx(expect, rel=1e-9)
+
+
+def test_rto_clock_granularity_floor() -> None:
+    """RTO = SRTT + max(G, 4*RTTVAR): with a steady RTT, RTTVAR decays below G/4."""
+    e = RttEstimator(1.0, 0.0001, 60.0)
+    for _ in range(100):
+        e.sample(0.05)
+    assert 4 * e.rttvar < CLOCK_GRANULARITY
+    assert e.rto == pytest.approx(0.05 + CLOCK_GRANULARITY)
+
+
+def test_rto_backoff_doubles_caps_and_resets() -> None:
+    e = RttEstimator(1.0, 0.2, 10.0)
+    seen = []
+    for _ in range(6):
+        seen.append(e.rto)
+        e.on_timeout()
+    assert seen == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert e.rto == 10.0
+    e.reset_backoff()
+    assert e.rto == 1.0
+    for _ in range(3):
+        e.on_timeout()
+    e.sample(0.1)  # a fresh sample recomputes the RTO (RFC 6298 5.7)
+    assert e.rto == pytest.approx(0.3)
+
+
+# ============================================================ reset_for
+@pytest.mark.parametrize(("flags", "payload", "seq", "ack", "expect"), [
+    (SYN, b"", 100, 0, (RST | ACK, 0, 101)),
+    (SYN, b"abc", 100, 0, (RST | ACK, 0, 104)),  # SYN and data both count
+    (FIN, b"ab", 100, 0, (RST | ACK, 0, 103)),
+    (SYN | FIN, b"", 0xFFFFFFFF, 0, (RST | ACK, 0, 1)),  # wraps
+    (PSH, b"x" * 10, 0xFFFFFFFA, 0, (RST | ACK, 0, 4)),
+    (ACK, b"", 100, 777, (RST, 777, None)),
+    (SYN | ACK, b"", 100, 0xFFFFFFFF, (RST, 0xFFFFFFFF, None)),
+    (FIN | ACK | PSH, b"zz", 100, 55, (RST, 55, None)),
+])
+def test_reset_for(flags: int, payload: bytes, seq: int, ack: int, expect: tuple) -> None:
+    s = Segment(1234, 80, seq, ack, flags, 100, 0, (), payload)
+    r = reset_for(s)
+    assert r is not None
+    assert (r.src_port, r.dst_port) == (80, 1234)
+    assert r.flags == expect[0] and r.seq == expect[1] and r.payload == b""
+    if expect[2] is not None:
+        assert r.ack == expect[2]
+
+
+@pytest.mark.parametrize("flags", [RST, RST | ACK, RST | SYN, RST | FIN | ACK])
+def test_reset_for_never_answers_a_reset(flags: int) -> None:
+    assert reset_for(Segment(1, 2, 10, 20, flags, 0)) is None
+
+
+# ============================================================ reassembly
+def read_all(c: Connection, now: float) -> bytes:
+    out = bytearray()
+    while c.readable:
+        out += c.receive(1 << 20, now)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("iss_a", [1000, 0xFFFFFFFF - 700], ids=["plain", "across-wrap"])
+def test_overlapping_duplicate_reordered_segments(iss_a: int) -> None:
+    a, b, _ = connect(Config(timestamps=False), Config(timestamps=False), iss_a=iss_a)
+    base = b.rcv_nxt
+    data = bytes(random.Random(1).randbytes(1500))
+    pieces = [(100, 200), (150, 300), (0, 50), (100, 200), (250, 400), (600, 900),
+              (40, 120), (0, 10), (400, 600), (899, 1500), (1400, 1500)]
+    got = bytearray()
+    for i, (lo, hi) in enumerate(pieces):
+        b.handle_segment(from_peer(b, base + lo, data[lo:hi]), 1.0 + i * 0.01)
+        got += read_all(b, 1.0)
+        assert data.startswith(got)
+    assert bytes(got) == data
+    assert b.rcv_nxt == base + len(data)
+    assert b.stats.bytes_received == len(data)
+    assert sum(e.nbytes for e in b.events() if isinstance(e, ev.DataReceived)) == len(data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 4000), extra=st.lists(st.tuples(st.integers(0, 3999),
+                                                        st.integers(1, 1400)), max_size=12),
+       cuts=st.lists(st.integers(1, 3999), max_size=10), seed=st.integers(0, 1 << 30),
+       wrap=st.booleans())
+def test_any_arrival_order_delivers_each_byte_once_in_order(n: int, extra: list, cuts: list,
+                                                            seed: int, wrap: bool) -> None:
+    """Reordered, duplicated and overlapping segments, with a FIN on the last byte:
+    the application sees every byte exactly once, in order, then EOF; every ACK is
+    RCV.NXT and every SACK block is a run of bytes really held above it."""
+    cfg = Config(timestamps=False)
+    a, b, _ = connect(cfg, cfg, iss_a=(MASK - 2000) if wrap else 1000)
+    base = b.rcv_nxt
+    data = random.Random(seed).randbytes(n)
+    points = sorted({0, n, *(c for c in cuts if c < n)})
+    segs = [(lo, hi) for lo, hi in zip(points, points[1:], strict=False)]
+    segs += [(s, min(n, s + ln)) for s, ln in extra if s < n]
+    rng = random.Random(seed)
+    rng.shuffle(segs)
+    held: set[int] = set()
+    got = bytearray()
+    for i, (lo, hi) in enumerate(segs):
+        fin = FIN if hi == n else 0
+        t = 1.0 + i * 0.001
+        b.handle_segment(from_peer(b, base + lo, data[lo:hi], ACK | PSH | fin), t)
+        held |= set(range(lo, hi))
+        got += read_all(b, t)
+        assert data.startswith(got)
+        prefix = len(got)
+        for r in b.segments_to_send(t):
+            fin_done = 1 if b.eof_received else 0
+            assert r.ack == (base + prefix + fin_done) & MASK
+            for left, right in dict(r.options).get(5, ()):
+                lo_b, hi_b = unwrap(left, base) - base, unwrap(right, base) - base
+                assert prefix < lo_b < hi_b <= n
+                assert set(range(lo_b, hi_b)) <= held
+    assert bytes(got) == data
+    assert b.eof_received and b.state == "CLOSE_WAIT"
+    assert b.rcv_nxt == base + n + 1
+    events = b.events()
+    assert sum(e.nbytes for e in events if isinstance(e, ev.DataReceived)) == n
+    assert sum(isinstance(e, ev.EofReceived) for e in events) == 1
+    assert b.stats.bytes_received == n
+
+
+def test_fin_before_missing_data_waits_for_the_data() -> None:
+    cfg = Config(timestamps=False)
+    a, b, _ = connect(cfg, cfg)
+    base = b.rcv_nxt
+    b.handle_segment(from_peer(b, base + 5, b"world", ACK | FIN), 1.0)
+    assert b.state == "ESTABLISHED" and not b.eof_received
+    [dup] = b.segments_to_send(1.0)  # immediate duplicate ACK with SACK
+    assert dup.ack == base & MASK
+    assert dict(dup.options)[5] == (((base + 5) & MASK, (base + 10) & MASK),)
+    b.handle_segment(from_peer(b, base, b"hello"), 1.1)
+    assert b.state == "CLOSE_WAIT" and read_all(b, 1.1) == b"helloworld"
+    [r] = b.segments_to_send(1.1)
+    assert r.ack == (base + 11) & MASK and 5 not in dict(r.options)
+
+
+def test_sack_blocks_first_is_most_recent_rfc2018() -> None:
+    cfg = Config(timestamps=False)
+    a, b, _ = connect(cfg, cfg)
+    base = b.rcv_nxt
+    blocks = []
+    for i, lo in enumerate((100, 300, 200, 500)):
+        b.handle_segment(from_peer(b, base + lo, b"x" * 50), 1.0 + i)
+        [r] = b.segments_to_send(1.0 + i)
+        assert r.ack == base & MASK
+        blocks.append([(unwrap(x, base) - base, unwrap(y, base) - base)
+                       for x, y in dict(r.options)[5]])
+    assert blocks[0] == [(100, 150)]
+    assert blocks[1][0] == (300, 350) and (100, 150) in blocks[1]
+    assert blocks[2][0] == (200, 250)
+    assert blocks[3][0] == (500, 550) and len(blocks[3]) == 4
+
+
+def test_out_of_order_queue_is_bounded() -> None:
+    cfg = Config(timestamps=False, max_ooo_segments=2)
+    a, b, _ = connect(cfg, cfg)
+    base = b.rcv_nxt
+    data = bytes(range(200))
+    for lo in (50, 100, 150):  # the third cannot be held
+        b.handle_segment(from_peer(b, base + lo, data[lo:lo + 50]), 1.0)
+    assert b.stats.dropped_segments >= 1
+    b.handle_segment(from_peer(b, base, data[:50]), 1.1)
+    assert read_all(b, 1.1) == data[:150]
+    b.handle_segment(from_peer(b, base + 150, data[150:]), 1.2)  # retransmitted
+    assert read_all(b, 1.2) == data[150:]
+
+
+# =========================================================== windows
+def expected_shift(buffer: int) -> int:
+    s = 0
+    while (buffer >> s) > 0xFFFF:
+        s += 1
+    return min(s, 14)
+
+
+@pytest.mark.parametrize("buffer", [8192, 0xFFFF, 0x10000, 1 << 20, 0xFFFF << 14])
+def test_syn_offers_window_scale_from_buffer_and_unscaled_window(buffer: int) -> None:
+    a = Connection(Config(receive_buffer=buffer), 1000, 2000, iss=1, now=0.0)
+    a.connect(0.0)
+    [syn] = a.segments_to_send(0.0)
+    opts = dict(syn.options)
+    assert opts[3] == expected_shift(buffer)
+    assert syn.window == min(buffer, 0xFFFF)  # never scaled in a SYN (RFC 7323 2.2)
+
+
+@pytest.mark.parametrize("buffer", [1 << 18, 1 << 20, 3_000_000])
+def test_advertised_window_is_free_space_scaled_by_negotiated_shift(buffer: int) -> None:
+    a, b, shake = connect(Config(), Config(receive_buffer=buffer))
+    shift = expected_shift(buffer)
+    synack = shake[1]
+    assert dict(synack.options)[3] == shift
+    assert synack.window == min(buffer, 0xFFFF)
+    assert a.snd_wnd == synack.window  # from the SYN-ACK: unscaled
+    a.send(b"d" * 40_000, 1.0)
+    unread = 0
+    t = 1.0
+    for _ in range(30):
+        deliver(a, b, t)
+        t += 0.05
+        b.handle_timer(t)
+        for r in deliver(b, a, t):
+            unread = b.readable
+            assert abs((r.window << shift) - (buffer - unread)) < (1 << shift)
+            assert a.snd_wnd == r.window << shift  # the peer scales it back
+    assert unread == 40_000
+
+
+def test_window_is_free_space_and_reopens_when_read() -> None:
+    cfg_b = Config(receive_buffer=8192, delayed_ack=0.0)
+    a, b, _ = connect(Config(), cfg_b)
+    a.send(b"x" * 3000, 1.0)
+    deliver(a, b, 1.0)
+    acks = deliver(b, a, 1.0)
+    assert acks[-1].window == 8192 - 3000
+    a.send(b"y" * 5192, 1.1)  # exactly the window that is left
+    deliver(a, b, 1.1)
+    acks = deliver(b, a, 1.1)
+    assert acks[-1].window == 0 and b.readable == 8192
+    assert a.snd_wnd == 0
+    a.send(b"z" * 100, 1.1)
+    assert a.segments_to_send(1.1) == []  # nothing beyond a zero window
+    assert read_all(b, 1.2) == b"x" * 3000 + b"y" * 5192
+    [update] = b.segments_to_send(1.2)  # window update, no data needed
+    assert update.window == 8192 and update.payload == b""
+
+
+def test_no_scaling_unless_both_offer() -> None:
+    a, b, shake = connect(Config(receive_buffer=1 << 20), Config(window_scale=False))
+    syn, synack, _ = shake
+    assert 3 in dict(syn.options) and 3 not in dict(synack.options)
+    a.send(b"x" * 100, 1.0)
+    [d] = a.segments_to_send(1.0)
+    assert d.window == 0xFFFF  # capped, unscaled
+    b.handle_segment(d, 1.0)
+    b.handle_timer(2.0)
+    [r] = b.segments_to_send(2.0)
+    a.handle_segment(r, 2.0)
+    assert a.snd_wnd == r.window  # B's window is not shifted either
+
+
+def test_window_scale_option_above_14_is_treated_as_14() -> None:
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    b.listen()
+    b.handle_segment(Segment(1000, 2000, 77, 0, SYN, 100, 0, ((2, 1452), (3, 15))), 0.0)
+    b.segments_to_send(0.0)
+    b.handle_segment(Segment(1000, 2000, 78, 5001, ACK, 3), 0.1)
+    assert b.state == "ESTABLISHED"
+    assert b.snd_wnd == 3 << 14
+
+
+def test_advertised_right_edge_never_moves_left_with_scaling() -> None:
+    """RFC 9293 3.8.6.2.2 / SHLD-14 (RFC 7323 2.4, appendix F): never shrink the window."""
+    a, b, _ = connect(Config(nodelay=True), Config(receive_buffer=1 << 20, delayed_ack=0.0))
+    shift = expected_shift(1 << 20)
+    assert shift > 0
+    edges = []
+    t = 1.0
+    for _ in range(12):
+        a.send(b"x" * 7, t)  # odd sizes: RCV.NXT leaves the 2**shift grid
+        deliver(a, b, t)
+        for r in deliver(b, a, t):
+            edges.append(r.ack + (r.window << shift))
+        t += 0.1
+    assert len(edges) == 12
+    assert edges == sorted(edges)
+
+
+# =============================================================== MSS
+def test_mss_negotiated_from_both_max_datagrams() -> None:
+    a, b, shake = connect(Config(max_datagram=1472), Config(max_datagram=600))
+    syn, synack, _ = shake
+    assert dict(syn.options)[2] == 1452 and dict(synack.options)[2] == 580
+    assert a.mss == b.mss == 580
+    a.send(b"a" * 5000, 1.0)
+    b.send(b"b" * 5000, 1.0)
+    for sender in (a, b):
+        segs = [s for s in sender.segments_to_send(1.0) if s.payload]
+        sizes = [len(s.payload) for s in segs]
+        assert max(sizes) == 580 - 12  # room left by the timestamp option
+        assert all(wire_size(s) <= 600 for s in segs)
+        assert sum(sizes) == 5000
+
+
+def test_full_segments_fill_the_datagram_exactly() -> None:
+    for ts in (True, False):
+        cfg = Config(timestamps=ts)
+        a, _, _ = connect(cfg, cfg)
+        a.send(b"z" * 10_000, 1.0)
+        segs = a.segments_to_send(1.0)
+        assert wire_size(segs[0]) == 1472
+        assert all(wire_size(s) <= 1472 for s in segs)
+
+
+def test_mss_from_max_datagram_argument() -> None:
+    a = Connection(Config(), 1000, 2000, iss=1, now=0.0, max_datagram=1452)  # IPv6 path
+    a.connect(0.0)
+    [syn] = a.segments_to_send(0.0)
+    assert dict(syn.options)[2] == 1432
+
+
+def test_mss_defaults_to_536_without_option() -> None:
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    b.listen()
+    b.handle_segment(Segment(1000, 2000, 77, 0, SYN, 65535), 0.0)
+    [synack] = b.segments_to_send(0.0)
+    assert set(dict(synack.options)) == {2}  # nothing offered that was not asked for
+    b.handle_segment(Segment(1000, 2000, 78, 5001, ACK, 65535), 0.1)
+    b.send(b"q" * 3000, 0.2)
+    sizes = [len(s.payload) for s in b.segments_to_send(0.2)]
+    assert max(sizes) == 536 and sum(sizes) == 3000
+
+
+@pytest.mark.parametrize("ts", [True, False], ids=["timestamps", "no-timestamps"])
+def test_data_with_sack_blocks_still_fits_max_datagram(ts: bool) -> None:
+    cfg = Config(timestamps=ts)
+    a, b, _ = connect(cfg, cfg)
+    base = b.rcv_nxt
+    opts = ((8, (1000, 0)),) if ts else ()  # A's TSval at t=1.0 (ts_offset=0)
+    for lo in (1000, 3000, 5000):  # B holds three out-of-order ranges from A
+        b.handle_segment(from_peer(b, base + lo, b"h" * 100, options=opts), 1.0)
+    b.segments_to_send(1.0)
+    b.send(b"r" * 20_000, 1.1)
+    segs = [s for s in b.segments_to_send(1.1) if s.payload]
+    assert segs and all(5 in dict(s.options) for s in segs)
+    assert max(wire_size(s) for s in segs) <= cfg.max_datagram
+
+
+# ============================================================== Nagle
+def test_nagle_holds_small_segment_until_ack() -> None:
+    cfg = Config(nodelay=False, delayed_ack=0.04)
+    a, b, _ = connect(cfg, cfg)
+    a.send(b"first", 1.0)
+    [s1] = a.segments_to_send(1.0)
+    assert s1.payload == b"first"
+    a.send(b"second", 1.01)
+    a.send(b"third", 1.02)
+    assert a.segments_to_send(1.02) == []  # small data waits while "first" is unacked
+    b.handle_segment(s1, 1.05)
+    b.handle_timer(1.09)
+    [ack] = deliver(b, a, 1.09)
+    assert ack.ack == s1.seq + len(s1.payload)
+    [s2] = a.segments_to_send(1.09)
+    assert s2.payload == b"secondthird"  # coalesced into one segment
+
+
+def test_nagle_lets_full_segments_through() -> None:
+    cfg = Config(nodelay=False)
+    a, _, _ = connect(cfg, cfg)
+    room = a.mss - 12
+    a.send(b"s", 1.0)
+    assert len(a.segments_to_send(1.0)) == 1
+    a.send(b"F" * room + b"tail", 1.0)
+    segs = a.segments_to_send(1.0)
+    assert [len(s.payload) for s in segs] == [room]  # the full one goes, the tail waits
+
+
+def test_nodelay_sends_small_segments_at_once() -> None:
+    a, _, _ = connect(Config(nodelay=True), Config())
+    a.send(b"first", 1.0)
+    a.send(b"second", 1.0)
+    assert [s.payload for s in a.segments_to_send(1.0)] == [b"firstsecond"]
+    a.send(b"third", 1.01)
+    assert [s.payload for s in a.segments_to_send(1.01)] == [b"third"]
+
+
+# ============================================================== PAWS
+def _paws_pair() -> tuple[Connection, Connection, int]:
+    """Established with timestamps; returns B's TS.Recent (A's last TSval)."""
+    a, b, _ = connect(Config(), Config(delayed_ack=0.0))
+    a.send(b"fresh", 2.0)
+    [s] = deliver(a, b, 2.0)
+    b.segments_to_send(2.0)
+    assert read_all(b, 2.0) == b"fresh"
+    return a, b, ts_of(s)[0]
+
+
+def test_paws_drops_old_timestamp_and_acks() -> None:
+    a, b, recent = _paws_pair()
+    rcv_nxt = b.rcv_nxt
+    dropped = b.stats.dropped_segments
+    old = from_peer(b, rcv_nxt, b"stale", options=((8, ((recent - 1) & MASK, 0)),))
+    b.handle_segment(old, 2.5)
+    assert b.readable == 0 and b.rcv_nxt == rcv_nxt
+    assert b.stats.dropped_segments == dropped + 1
+    [r] = b.segments_to_send(2.5)
+    assert (r.flags & (SYN | FIN | RST), r.ack, r.seq) == (0, rcv_nxt & MASK, b.snd_nxt & MASK)
+    assert ts_of(r)[1] == recent  # TS.Recent was not moved back
+
+
+def test_paws_accepts_equal_and_wrapped_timestamps() -> None:
+    # A's timestamp clock starts 100 ms before the 2**32 wrap.
+    a, b, _ = connect(Config(), Config(delayed_ack=0.0), ts_a=MOD - 100)
+    a.send(b"before", 0.05)
+    [s] = deliver(a, b, 0.05)
+    assert ts_of(s)[0] > 0xFFFFFF00
+    b.segments_to_send(0.05)
+    a.send(b"after", 0.3)
+    [s] = deliver(a, b, 0.3)
+    assert ts_of(s)[0] < 1000  # wrapped: still newer, modulo 2**32
+    assert read_all(b, 0.3) == b"beforeafter"
+    # The same TSval again is not "older" either.
+    again = from_peer(b, b.rcv_nxt, b"same", options=((8, (ts_of(s)[0], 0)),))
+    b.handle_segment(again, 0.31)
+    assert read_all(b, 0.31) == b"same"
+
+
+def test_paws_does_not_apply_to_rst() -> None:
+    a, b, recent = _paws_pair()
+    rst = from_peer(b, b.rcv_nxt, b"", RST, ack=0, options=((8, ((recent - 5) & MASK, 0)),))
+    b.handle_segment(rst, 2.5)
+    assert b.state == "CLOSED"
+    assert any(isinstance(e, ev.ConnectionReset) for e in b.events())
+
+
+# ====================================================== ISN (RFC 6528)
+SECRET = b"k" * 16
+L4, R4 = ("10.0.0.1", 1000), ("10.0.0.2", 2000)
+
+
+def test_isn_is_clock_plus_keyed_hash() -> None:
+    from rtcp.core.isn import initial_sequence_number as isn
+
+    base = isn(SECRET, L4, R4, 1.0)
+    assert 0 <= base <= MASK
+    assert isn(SECRET, L4, R4, 1.0) == base  # F is a function of the 4-tuple and key
+    # M ticks every 4 microseconds: 250 000 per second, modulo 2**32.
+    assert (isn(SECRET, L4, R4, 2.0) - base) & MASK == 250_000
+    assert (isn(SECRET, L4, R4, 1.5) - base) & MASK == 125_000
+    # After ~4.77 hours M wraps, and so does the ISN (no overflow past 32 bits).
+    later = isn(SECRET, L4, R4, 1.0 + MOD / 250_000)
+    assert later == base
+
+
+def test_isn_unpredictable_across_tuples_and_keys() -> None:
+    from rtcp.core.isn import initial_sequence_number as isn
+
+    values = {
+        isn(SECRET, L4, R4, 1.0),
+        isn(SECRET, L4, ("10.0.0.2", 2001), 1.0),
+        isn(SECRET, ("10.0.0.1", 1001), R4, 1.0),
+        isn(SECRET, R4, L4, 1.0),  # the reverse direction is a different connection
+        isn(b"other-key" * 2, L4, R4, 1.0),
+    }
+    assert len(values) == 5
+
+
+def test_timestamp_offset_per_address_pair() -> None:
+    from rtcp.core.isn import timestamp_offset
+
+    off = timestamp_offset(SECRET, L4, R4)
+    assert 0 <= off <= MASK
+    assert timestamp_offset(SECRET, L4, R4) == off
+    assert timestamp_offset(SECRET, L4, ("10.0.0.2", 2001)) != off
+    assert timestamp_offset(b"x" * 16, L4, R4) != off
+
+
+# ======================================================= ICMP unreachable
+def test_unreachable_refuses_only_a_syn_sent_connection() -> None:
+    a = Connection(Config(), 1000, 2000, iss=1, now=0.0)
+    a.connect(0.0)
+    a.on_unreachable(0.1)
+    assert a.state == "CLOSED"
+    assert any(isinstance(e, ev.ConnectionReset) and e.refused for e in a.events())
+    a, b, _ = connect()
+    a.on_unreachable(1.0)  # a soft error once synchronized
+    assert a.state == "ESTABLISHED" and a.segments_to_send(1.0) == []
+
+
+def test_delayed_ack_echoes_the_earliest_unacknowledged_timestamp() -> None:
+    """RFC 7323 4.3 (2)/5.3 R3: an ACK covering several segments echoes the TSval of the
+    first, so the measured RTT includes the time the ACK was held back."""
+    a, b, _ = connect(Config(), Config(delayed_ack=0.2))
+    room = a.mss - 12
+    a.send(b"1" * room, 1.0)
+    [s1] = a.segments_to_send(1.0)
+    a.send(b"2" * room, 1.01)
+    [s2] = a.segments_to_send(1.01)
+    assert (ts_of(s1)[0], ts_of(s2)[0]) == (1000, 1010)
+    b.handle_segment(s1, 1.05)
+    assert b.segments_to_send(1.05) == []  # held back: first full segment
+    b.handle_segment(s2, 1.06)
+    [r] = b.segments_to_send(1.06)  # the second full segment is acked at once
+    assert r.ack == (s2.seq + room) & MASK
+    assert ts_of(r)[1] == 1000
+
+
+def test_data_beyond_the_right_window_edge_is_trimmed() -> None:
+    cfg = Config(receive_buffer=8192, timestamps=False)
+    a, b, _ = connect(Config(timestamps=False), cfg)
+    base = b.rcv_nxt
+    data = bytes(random.Random(3).randbytes(10_000))
+    b.handle_segment(from_peer(b, base, data), 1.0)
+    assert read_all(b, 1.0) == data[:8192]
+    assert b.rcv_nxt == base + 8192

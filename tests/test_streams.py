@@ -1,0 +1,412 @@
+"""The trio layer: stream conformance, errors, concurrency, TLS."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+import rtcp
+from rtcp import Config
+from rtcp.endpoint import Endpoint
+from rtcp.stream import RtcpListener, connect_endpoint
+from rtcp.transport import MemoryNetwork
+
+LOOP = "127.0.0.1"
+
+
+def all_tasks() -> list:
+    """Every living task, system tasks included."""
+    out: list = []
+
+    def walk(task) -> None:
+        out.append(task)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return out
+SMALL = Config(send_buffer=4096, receive_buffer=4096, close_timeout=2.0)
+
+
+async def loopback_pair(config: Config | None = None) -> tuple[rtcp.RtcpStream, rtcp.RtcpStream]:
+    listeners = await rtcp.open_rtcp_listeners(0, host=LOOP, config=config)
+    listener = listeners[0]
+    try:
+        async with trio.open_nursery() as n:
+            accepted: list = []
+
+            async def acc() -> None:
+                accepted.append(await listener.accept())
+
+            n.start_soon(acc)
+            client = await rtcp.open_rtcp_stream(LOOP, listener.local_address[1], config=config)
+    finally:
+        await listener.aclose()
+    return client, accepted[0]
+
+
+async def clog(s: rtcp.RtcpStream) -> None:
+    """Fill the send buffer and the peer's receive buffer until send_all blocks."""
+    while True:
+        with trio.move_on_after(0.2) as scope:
+            await s.send_all(b"x" * 4096)
+        if scope.cancelled_caught:
+            return
+
+
+async def test_check_half_closeable_stream_over_udp() -> None:
+    async def maker():
+        return await loopback_pair(SMALL)
+
+    async def clogged():
+        a, b = await maker()
+        await clog(a)
+        await clog(b)  # the suite also runs with the pair flipped
+        return a, b
+
+    with trio.fail_after(120):
+        await trio.testing.check_half_closeable_stream(maker, clogged)
+
+
+async def test_check_half_closeable_stream_mock_clock(autojump_clock) -> None:
+    # Same suite over the in-memory network: timers run on virtual time.
+    net = MemoryNetwork(seed=1)
+
+    async def maker():
+        server = Endpoint(net.transport("10.0.0.2"), SMALL, linger=True)
+        port = server.local_port
+        listener = RtcpListener(server, SMALL)
+        client = Endpoint(net.transport("10.0.0.1"), SMALL)
+        async with trio.open_nursery() as n:
+            got: list = []
+
+            async def acc() -> None:
+                got.append(await listener.accept())
+
+            n.start_soon(acc)
+            c = await connect_endpoint(client, ("10.0.0.2", port), SMALL)
+        await listener.aclose()
+        return c, got[0]
+
+    async def clogged():
+        a, b = await maker()
+        await clog(a)
+        await clog(b)  # the suite also runs with the pair flipped
+        return a, b
+
+    with trio.fail_after(3600):
+        await trio.testing.check_half_closeable_stream(maker, clogged)
+
+
+async def test_lossy_memory_network_mock_clock(autojump_clock) -> None:
+    net = MemoryNetwork(seed=7, loss=0.1, delay=0.02)
+    cfg = Config(min_rto=0.1)
+    server = Endpoint(net.transport("10.0.0.2", 7), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client = Endpoint(net.transport("10.0.0.1"), cfg)
+    data = random.Random(3).randbytes(300_000)
+    with trio.fail_after(600):
+        async with trio.open_nursery() as n:
+            got = bytearray()
+
+            async def srv() -> None:
+                s = await listener.accept()
+                while chunk := await s.receive_some():
+                    got.extend(chunk)
+                await s.aclose()
+
+            n.start_soon(srv)
+            c = await connect_endpoint(client, ("10.0.0.2", 7), cfg)
+            await c.send_all(data)
+            await c.send_eof()
+            assert await c.receive_some() == b""
+            await c.aclose()
+        assert bytes(got) == data
+        assert c.stats.segments_retransmitted > 0
+
+
+async def test_echo_and_state_and_stats() -> None:
+    with trio.fail_after(20):
+        a, b = await loopback_pair()
+        assert a.state == b.state == "ESTABLISHED"
+        assert a.remote_address[1] == b.local_address[1]
+        await a.send_all(b"ping")
+        assert await b.receive_some(10) == b"ping"
+        assert a.stats.bytes_sent == 4 and b.stats.bytes_received == 4
+        assert a.stats.srtt > 0 and a.stats.rto >= 0.2
+        await a.send_eof()
+        assert a.state == "FIN_WAIT_1" or a.state == "FIN_WAIT_2"
+        assert await b.receive_some(10) == b""
+        assert b.state == "CLOSE_WAIT"
+        await b.aclose()
+        await a.aclose()
+        assert a.state in ("TIME_WAIT", "CLOSED")
+
+
+async def test_connect_refused_by_rst() -> None:
+    # A bound rtcp endpoint with no listener answers the SYN with RST.
+    with trio.fail_after(5):
+        ep = Endpoint(rtcp.transport.UdpTransport(socket.AF_INET, (LOOP, 0)), linger=True)
+        with pytest.raises(ConnectionRefusedError):
+            await rtcp.open_rtcp_stream(LOOP, ep.local_address[1])
+        assert ep.stats.resets_sent >= 1
+        ep.close()
+
+
+async def test_connect_refused_by_icmp_port_unreachable() -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((LOOP, 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now: the kernel answers with ICMP
+    with trio.fail_after(5):
+        with pytest.raises(ConnectionRefusedError):
+            await rtcp.open_rtcp_stream(LOOP, port)
+
+
+async def test_connect_timeout(autojump_clock) -> None:
+    net = MemoryNetwork(filter=lambda data, src, dst: False)  # black hole
+    client = Endpoint(net.transport("10.0.0.1"))
+    with trio.fail_after(100):
+        t0 = trio.current_time()
+        with pytest.raises(TimeoutError):
+            await connect_endpoint(client, ("10.0.0.9", 7), Config(connect_timeout=7.0))
+        assert trio.current_time() - t0 == pytest.approx(7.0)
+
+
+async def test_peer_reset_mid_transfer() -> None:
+    with trio.fail_after(20):
+        a, b = await loopback_pair()
+        await a.send_all(b"x" * 10000)
+        await b.receive_some(100)
+        b.abort()
+        with pytest.raises(trio.BrokenResourceError) as info:
+            while True:
+                await a.send_all(b"y" * 10000)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+        with pytest.raises(trio.BrokenResourceError):
+            await a.receive_some(10)
+        with pytest.raises(trio.ClosedResourceError):
+            await b.send_all(b"z")
+        await a.aclose()
+
+
+async def test_user_timeout_breaks_send(autojump_clock) -> None:
+    cut = {"on": False}
+    net = MemoryNetwork(filter=lambda data, src, dst: not cut["on"])
+    cfg = Config(user_timeout=5.0)
+    server = Endpoint(net.transport("10.0.0.2", 7), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client = Endpoint(net.transport("10.0.0.1"), cfg)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as n:
+            n.start_soon(listener.accept)
+            c = await connect_endpoint(client, ("10.0.0.2", 7), cfg)
+        cut["on"] = True  # the peer vanishes
+        t0 = trio.current_time()
+        with pytest.raises(trio.BrokenResourceError) as info:
+            while True:
+                await c.send_all(b"x" * 1000)
+        assert isinstance(info.value.__cause__, TimeoutError)
+        assert trio.current_time() - t0 <= 5.0 + 1e-6
+
+
+async def test_busy_and_closed_errors() -> None:
+    with trio.fail_after(20):
+        a, b = await loopback_pair()
+        with pytest.RaisesGroup(trio.BusyResourceError):
+            async with trio.open_nursery() as n:
+                n.start_soon(b.receive_some, 10)
+                n.start_soon(b.receive_some, 10)
+        await a.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await a.send_all(b"x")
+        with pytest.raises(trio.ClosedResourceError):
+            await a.receive_some(1)
+        with pytest.raises(trio.ClosedResourceError):
+            await a.send_eof()
+        await b.aclose()
+
+
+async def test_closing_listener_keeps_accepted_streams() -> None:
+    with trio.fail_after(20):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+        port = listener.local_address[1]
+        async with trio.open_nursery() as n:
+            got: list = []
+
+            async def acc() -> None:
+                got.append(await listener.accept())
+
+            n.start_soon(acc)
+            c = await rtcp.open_rtcp_stream(LOOP, port)
+        await listener.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await listener.accept()
+        s = got[0]
+        await c.send_all(b"still here")
+        assert await s.receive_some() == b"still here"
+        await s.send_all(b"yes")
+        assert await c.receive_some() == b"yes"
+        # New connections are refused now.
+        with pytest.raises(ConnectionRefusedError):
+            await rtcp.open_rtcp_stream(LOOP, port)
+        await c.aclose()
+        await s.aclose()
+
+
+async def test_simultaneous_open_public_api() -> None:
+    s1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s1.bind((LOOP, 0))
+    s2.bind((LOOP, 0))
+    p1, p2 = s1.getsockname()[1], s2.getsockname()[1]
+    s1.close()
+    s2.close()
+    with trio.fail_after(20):
+        res: dict = {}
+
+        async def side(name: str, mine: int, theirs: int) -> None:
+            res[name] = await rtcp.open_rtcp_stream(LOOP, theirs, local_address=(LOOP, mine))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(side, "a", p1, p2)
+            n.start_soon(side, "b", p2, p1)
+        a, b = res["a"], res["b"]
+        assert a.state == b.state == "ESTABLISHED"
+        await a.send_all(b"hi b")
+        await b.send_all(b"hi a")
+        assert await b.receive_some() == b"hi b"
+        assert await a.receive_some() == b"hi a"
+        await a.send_eof()
+        await b.send_eof()
+        assert await a.receive_some() == b"" and await b.receive_some() == b""
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_many_concurrent_connections_echo() -> None:
+    n_conn, size = 200, 65536
+    cfg = Config(msl=0.05)
+    with trio.fail_after(120):
+        async def echo(s: rtcp.RtcpStream) -> None:
+            async with s:
+                while chunk := await s.receive_some():
+                    await s.send_all(chunk)
+
+        async with trio.open_nursery() as n:
+            [listener] = await n.start(partial(rtcp.serve_rtcp, echo, 0, host=LOOP, config=cfg))
+            port = listener.local_address[1]
+            ok = []
+
+            async def client(i: int) -> None:
+                data = random.Random(i).randbytes(size)
+                s = await rtcp.open_rtcp_stream(LOOP, port, config=cfg)
+                got = bytearray()
+                async with trio.open_nursery() as cn:
+                    async def rd() -> None:
+                        while chunk := await s.receive_some():
+                            got.extend(chunk)
+
+                    cn.start_soon(rd)
+                    await s.send_all(data)
+                    await s.send_eof()
+                await s.aclose()
+                assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+                ok.append(i)
+
+            async with trio.open_nursery() as cn:
+                for i in range(n_conn):
+                    cn.start_soon(client, i)
+            assert len(ok) == n_conn
+            endpoint = listener.endpoint
+            await listener.aclose()
+            n.cancel_scope.cancel()
+        # Waiting out TIME_WAIT leaves no connection, task or socket behind.
+        with trio.move_on_after(10):
+            await endpoint.wait_closed()
+        assert endpoint.connection_count == 0
+        assert endpoint.transport.sock.fileno() == -1
+        await trio.sleep(0.3)
+        assert not [t for t in all_tasks() if t.name.startswith("rtcp-endpoint")]
+        pool = rtcp.stream._CLIENT_POOL.get()
+        assert all(ep._closed for eps in pool.values() for ep in eps)
+
+
+async def test_tls_over_rtcp() -> None:
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    size = 3 << 20
+    up = random.Random(1).randbytes(size)
+    down = random.Random(2).randbytes(size)
+    with trio.fail_after(120):
+        a, b = await loopback_pair()
+        ca_side = trio.SSLStream(a, client_ctx, server_hostname="localhost")
+        sv_side = trio.SSLStream(b, server_ctx, server_side=True)
+
+        async def pump(s: trio.SSLStream, out: bytes, result: list) -> None:
+            async with trio.open_nursery() as n:
+                async def rd() -> None:
+                    h = hashlib.sha256()
+                    total = 0
+                    while total < size:
+                        chunk = await s.receive_some()
+                        h.update(chunk)
+                        total += len(chunk)
+                    result.append(h.hexdigest())
+
+                n.start_soon(rd)
+                await s.send_all(out)
+
+        r1: list = []
+        r2: list = []
+        async with trio.open_nursery() as n:
+            n.start_soon(pump, ca_side, up, r1)
+            n.start_soon(pump, sv_side, down, r2)
+        assert r1 == [hashlib.sha256(down).hexdigest()]
+        assert r2 == [hashlib.sha256(up).hexdigest()]
+        await ca_side.aclose()
+        await sv_side.aclose()
+
+
+async def test_ten_thousand_sequential_connections_need_no_fd_each() -> None:
+    # TIME_WAIT is kept by the endpoint without a socket per connection, and a
+    # 4-tuple in TIME_WAIT is reused safely (RFC 6191), as kernel TCP does.
+    import os
+
+    cycles = 10_000
+    cfg = Config(msl=30.0)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with trio.fail_after(300):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP, config=cfg)
+        port = listener.local_address[1]
+        async with trio.open_nursery() as n:
+            async def server() -> None:
+                while True:
+                    s = await listener.accept()
+                    await s.aclose()
+
+            n.start_soon(server)
+            max_fds = 0
+            for _ in range(cycles):
+                s = await rtcp.open_rtcp_stream(LOOP, port, config=cfg)
+                await s.aclose()
+                max_fds = max(max_fds, len(os.listdir("/proc/self/fd"))) if _ % 500 == 0 \
+                    else max_fds
+            n.cancel_scope.cancel()
+        await listener.aclose()
+    assert max_fds - fds_before <= 4
+    assert listener.stats.connections_accepted == cycles
