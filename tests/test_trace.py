@@ -1,0 +1,604 @@
+"""Tests for rtcp.trace: the ladder diagram, the pcap writer and the small tracers.
+
+Every test feeds synthetic events, so the exact picture is pinned down without
+a network; the pcap files are checked with scapy as an independent TCP parser.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.all import IP, TCP, IPv6, rdpcap
+
+from rtcp.segment import Flags, Segment
+from rtcp.trace import (
+    LadderTracer,
+    LoggingTracer,
+    MultiTracer,
+    PcapTracer,
+    Tracer,
+    format_segment,
+)
+
+A, S, F, R, P = Flags.ACK, Flags.SYN, Flags.FIN, Flags.RST, Flags.PSH
+MOD = 1 << 32
+
+CLIENT = ("10.0.0.1", 40000)
+SERVER = ("10.0.0.2", 7007)
+CLIENT6 = ("2001:db8::1", 40000, 0, 0)
+SERVER6 = ("2001:db8::2", 7007, 0, 0)
+# The client's ISN wraps past 2**32 during the bulk run: relative numbers must not care.
+ISN_C = MOD - 1000
+ISN_S = 1_000_000_000
+BULK = 200
+BULK_SIZE = 1000
+
+Event = tuple  # ("seg", now, "in"/"out", Segment) or ("state", now, old, new)
+
+
+def client_view() -> list[Event]:
+    """A whole connection as the client's endpoint reports it.
+
+    Handshake, "hello" echoed, a bulk run of BULK segments each second one
+    ACKed, then the client closes first (four-way close) and TIME_WAIT expires.
+    """
+    c, s = ISN_C, ISN_S
+    cp, sp = CLIENT[1], SERVER[1]
+
+    def out(
+        t: float, seq: int, ack: int, flags: Flags, payload: bytes = b"", **kw: object
+    ) -> Event:
+        return (
+            "seg",
+            t,
+            "out",
+            Segment(cp, sp, seq % MOD, ack % MOD, flags, 65535, payload=payload, **kw),
+        )
+
+    def inc(
+        t: float, seq: int, ack: int, flags: Flags, payload: bytes = b"", **kw: object
+    ) -> Event:
+        return (
+            "seg",
+            t,
+            "in",
+            Segment(sp, cp, seq % MOD, ack % MOD, flags, 65535, payload=payload, **kw),
+        )
+
+    syn_opts = ((2, 1460), (4, None), (8, (1, 0)), (3, 7))
+    ev: list[Event] = [
+        ("state", 0.0, "CLOSED", "SYN_SENT"),
+        out(0.0, c, 0, S, options=syn_opts),
+        inc(0.010, s, c + 1, S | A, options=syn_opts),
+        ("state", 0.010, "SYN_SENT", "ESTABLISHED"),
+        out(0.010, c + 1, s + 1, A),
+        out(0.020, c + 1, s + 1, P | A, b"hello"),
+        inc(0.030, s + 1, c + 6, P | A, b"hello"),
+        out(0.030, c + 6, s + 6, A),
+    ]
+    t = 0.040
+    seq = c + 6
+    for i in range(BULK):
+        ev.append(out(t, seq, s + 6, A, bytes(BULK_SIZE)))
+        seq += BULK_SIZE
+        t += 0.0005
+        if i % 2:
+            ev.append(inc(t, s + 6, seq, A))
+    ev += [
+        ("state", t, "ESTABLISHED", "FIN_WAIT_1"),
+        out(t, seq, s + 6, F | A),
+        inc(t + 0.01, s + 6, seq + 1, A),
+        ("state", t + 0.01, "FIN_WAIT_1", "FIN_WAIT_2"),
+        inc(t + 0.02, s + 6, seq + 1, F | A),
+        ("state", t + 0.02, "FIN_WAIT_2", "TIME_WAIT"),
+        out(t + 0.02, seq + 1, s + 7, A),
+        ("state", t + 60.02, "TIME_WAIT", "CLOSED"),
+    ]
+    return ev
+
+
+def server_view() -> list[Event]:
+    """The same connection as the server's endpoint reports it: mirrored segments.
+
+    States are inserted where an endpoint reports them: after the segment that
+    causes them, before the segment they make it send.
+    """
+    state = "LISTEN"
+    ev: list[Event] = [("state", -1.0, "CLOSED", state)]
+
+    def move(t: float, new: str) -> None:
+        nonlocal state
+        ev.append(("state", t, state, new))
+        state = new
+
+    for e in client_view():
+        if e[0] != "seg":
+            continue
+        t, direction, seg = e[1], "in" if e[2] == "out" else "out", e[3]
+        if direction == "out" and seg.flags == S | A:
+            move(t, "SYN_RECEIVED")
+        if direction == "out" and seg.flags & F:
+            move(t, "LAST_ACK")
+        ev.append(("seg", t, direction, seg))
+        if direction == "in" and seg.flags == A and state == "SYN_RECEIVED":
+            move(t, "ESTABLISHED")
+        if direction == "in" and seg.flags & F:
+            move(t, "CLOSE_WAIT")
+        if direction == "in" and seg.flags == A and state == "LAST_ACK":
+            move(t, "CLOSED")
+    return ev
+
+
+def replay(
+    tracer: Tracer, events: list[Event], local: tuple = CLIENT, remote: tuple = SERVER
+) -> None:
+    for e in events:
+        if e[0] == "seg":
+            tracer.on_segment(e[1], e[2], local, remote, e[3])
+        else:
+            tracer.on_state(e[1], local, remote, e[2], e[3])
+    tracer.close()
+
+
+def ladder(
+    events: list[Event], local: tuple = CLIENT, remote: tuple = SERVER, **kw: object
+) -> list[str]:
+    buf = io.StringIO()
+    replay(LadderTracer(buf, **kw), events, local, remote)  # type: ignore[arg-type]
+    return buf.getvalue().splitlines()
+
+
+def squeeze(line: str) -> str:
+    """Collapse column padding so assertions state content and side, not exact spacing."""
+    return " ".join(line.split())
+
+
+# ----------------------------------------------------------------------------- ladder
+
+
+def test_ladder_client_view_exact() -> None:
+    lines = ladder(client_view())
+    end = 6 + BULK * BULK_SIZE  # relative sequence number after the bulk run
+    assert [squeeze(x) for x in lines] == [
+        "[1] 10.0.0.1:40000 <-> 10.0.0.2:7007 left: this end, right: (peer state, inferred)",
+        "SYN_SENT -- SYN seq=0 -->",
+        "<-- SYN,ACK seq=0 ack=1 -- (SYN_RECEIVED)",
+        "ESTABLISHED -- ACK ack=1 --> (ESTABLISHED)",
+        "-- PSH,ACK seq=1 ack=1 len=5 -->",
+        "<-- PSH,ACK seq=1 ack=6 len=5 --",
+        "-- ACK ack=6 -->",
+        "-- ACK seq=6 ack=6 len=1000 -->",
+        "-- ACK seq=1006 ack=6 len=1000 -->",
+        "<-- ACK ack=2006 --",
+        # 6 plain lines are shown, the rest of the run collapses into one line
+        f"... {BULK - 2} segments ({(BULK - 2) * BULK_SIZE:,} bytes) -->, {BULK // 2 - 1} ACKs <-- ...",
+        f"FIN_WAIT_1 -- FIN,ACK seq={end} ack=6 --> (CLOSE_WAIT)",
+        f"<-- ACK ack={end + 1} --",
+        "FIN_WAIT_2",
+        f"<-- FIN,ACK seq=6 ack={end + 1} -- (LAST_ACK)",
+        "TIME_WAIT -- ACK ack=7 --> (CLOSED)",
+        "CLOSED",
+    ]
+
+
+def test_ladder_columns() -> None:
+    """States sit in the left column, arrows start in the middle, peer states at the right."""
+    lines = ladder(client_view(), width=40)
+    assert lines[1] == "SYN_SENT      -- SYN seq=0 -->"
+    assert lines[2].startswith(" " * 14 + "<-- SYN,ACK seq=0 ack=1 --")
+    assert lines[2].index("(SYN_RECEIVED)") == 14 + 40 + 2
+    assert lines[3].startswith("ESTABLISHED   -- ACK ack=1 -->")
+    assert lines[3].index("(ESTABLISHED)") == 14 + 40 + 2
+    assert lines[10].startswith(" " * 14 + "... ")
+    assert lines[13] == "FIN_WAIT_2"
+
+
+def test_ladder_server_view_infers_client_states() -> None:
+    lines = [squeeze(x) for x in ladder(server_view(), SERVER, CLIENT)]
+    end = 6 + BULK * BULK_SIZE
+    assert lines[0].startswith("[1] 10.0.0.2:7007 <-> 10.0.0.1:40000 left: this end")
+    assert lines[1:7] == [
+        "LISTEN",
+        "<-- SYN seq=0 -- (SYN_SENT)",
+        "SYN_RECEIVED -- SYN,ACK seq=0 ack=1 --> (ESTABLISHED)",
+        "<-- ACK ack=1 --",
+        "ESTABLISHED",
+        "<-- PSH,ACK seq=1 ack=1 len=5 --",
+    ]
+    assert (
+        f"... {BULK - 2} segments ({(BULK - 2) * BULK_SIZE:,} bytes) <--, {BULK // 2 - 1} ACKs --> ..."
+        in lines
+    )
+    assert lines[-5:] == [
+        f"<-- FIN,ACK seq={end} ack=6 -- (FIN_WAIT_1)",
+        f"CLOSE_WAIT -- ACK ack={end + 1} --> (FIN_WAIT_2)",
+        f"LAST_ACK -- FIN,ACK seq=6 ack={end + 1} --> (TIME_WAIT)",
+        "<-- ACK ack=7 --",
+        "CLOSED",
+    ]
+
+
+def endpoint_order(events: list[Event]) -> list[Event]:
+    """Report state changes after the segment they make us send, as a batching endpoint does."""
+    result: list[Event] = []
+    states: list[Event] = []
+    for e in events:
+        if e[0] == "state":
+            states.append(e)
+        elif e[2] == "out" and states:
+            result += [e, *states]
+            states = []
+        else:
+            result += [*states, e]
+            states = []
+    return result + states
+
+
+def test_ladder_same_picture_when_states_follow_segments() -> None:
+    assert ladder(endpoint_order(client_view())) == ladder(client_view())
+    # the server's endpoint reports CLOSED -> LISTEN -> SYN_RECEIVED together, after its SYN,ACK
+    listen, syn, *rest = server_view()
+    server = ladder(endpoint_order([syn, listen, *rest]), SERVER, CLIENT)
+    assert [squeeze(x) for x in server[1:4]] == [
+        "<-- SYN seq=0 -- (SYN_SENT)",
+        "LISTEN",
+        "SYN_RECEIVED -- SYN,ACK seq=0 ack=1 --> (ESTABLISHED)",
+    ]
+    assert server[4:] == ladder(server_view(), SERVER, CLIENT)[4:]
+
+
+@pytest.mark.parametrize("order", ["states first", "segments first"])
+def test_ladder_fin_that_acks_a_fin_and_abort(order: str) -> None:
+    cp, sp = SERVER[1], CLIENT[1]
+    ev: list[Event] = [
+        ("seg", 0.0, "in", Segment(sp, cp, 100, 0, S, 1000)),
+        ("state", 0.0, "LISTEN", "SYN_RECEIVED"),
+        ("seg", 0.0, "out", Segment(cp, sp, 500, 101, S | A, 1000)),
+        ("seg", 0.1, "in", Segment(sp, cp, 101, 501, F | A, 1000)),
+        ("state", 0.1, "SYN_RECEIVED", "CLOSE_WAIT"),
+        ("state", 0.1, "CLOSE_WAIT", "LAST_ACK"),
+        ("seg", 0.1, "out", Segment(cp, sp, 501, 102, F | A, 1000)),
+        # a new connection on the same addresses, aborted by us
+        ("seg", 1.0, "in", Segment(sp, cp, 9000, 0, S, 1000)),
+        ("state", 1.0, "LISTEN", "SYN_RECEIVED"),
+        ("seg", 1.0, "out", Segment(cp, sp, 7000, 9001, S | A, 1000)),
+        ("state", 1.0, "SYN_RECEIVED", "CLOSED"),
+        ("seg", 1.0, "out", Segment(cp, sp, 7001, 9001, R | A, 0)),
+    ]
+    if order == "segments first":
+        ev = endpoint_order(ev)  # ... the RST, then CLOSED
+    lines = [squeeze(x) for x in ladder(ev, SERVER, CLIENT)]
+    assert lines[1:5] == [
+        "<-- SYN seq=0 -- (SYN_SENT)",
+        "SYN_RECEIVED -- SYN,ACK seq=0 ack=1 --> (ESTABLISHED)",
+        "<-- FIN,ACK seq=1 ack=1 -- (FIN_WAIT_1)",
+        "CLOSE_WAIT",
+    ]
+    assert lines[5] == "LAST_ACK -- FIN,ACK seq=1 ack=2 --> (TIME_WAIT)"
+    assert lines[6].startswith("[2] 10.0.0.2:7007 <-> 10.0.0.1:40000")
+    assert lines[7:9] == [
+        "<-- SYN seq=0 -- (SYN_SENT)",
+        "SYN_RECEIVED -- SYN,ACK seq=0 ack=1 --> (ESTABLISHED)",
+    ]
+    if order == "segments first":
+        assert lines[9:] == ["CLOSED -- RST,ACK seq=1 ack=1 win=0 --> (CLOSED)"]
+    else:
+        assert lines[9:] == ["CLOSED", "-- RST,ACK seq=1 ack=1 win=0 --> (CLOSED)"]
+
+
+def test_ladder_absolute_numbers() -> None:
+    lines = [squeeze(x) for x in ladder(client_view(), relative=False)]
+    assert lines[1] == f"SYN_SENT -- SYN seq={ISN_C} -->"
+    assert lines[2] == f"<-- SYN,ACK seq={ISN_S} ack={ISN_C + 1} -- (SYN_RECEIVED)"
+    assert lines[3] == f"ESTABLISHED -- ACK ack={ISN_S + 1} --> (ESTABLISHED)"
+    # past the 2**32 wrap, absolute numbers wrap too
+    end = (ISN_C + 6 + BULK * BULK_SIZE) % MOD
+    assert f"FIN_WAIT_1 -- FIN,ACK seq={end} ack={ISN_S + 6} --> (CLOSE_WAIT)" in lines
+
+
+def test_ladder_counts_every_segment() -> None:
+    """Shown lines plus summarised counts account for every segment of the run."""
+    lines = ladder(client_view(), keep=3)
+    shown_data = sum(1 for x in lines if "len=1000" in x)
+    summary = [x for x in lines if "..." in x]
+    assert len(summary) == 1
+    data = int(summary[0].split("...")[1].split()[0])
+    assert shown_data + data == BULK
+
+
+def test_ladder_summary_breaks_when_the_other_side_sends_data() -> None:
+    cp, sp = CLIENT[1], SERVER[1]
+    ev: list[Event] = [("state", 0.0, "SYN_RECEIVED", "ESTABLISHED")]
+    t = 0.0
+    for i in range(10):
+        t += 0.001
+        ev.append(("seg", t, "out", Segment(cp, sp, 100 * i, 0, A, 1000, payload=bytes(100))))
+    for i in range(10):
+        t += 0.001
+        ev.append(("seg", t, "in", Segment(sp, cp, 50 * i, 1000, A, 1000, payload=bytes(50))))
+    lines = [squeeze(x) for x in ladder(ev, keep=2)]
+    assert lines[1:] == [
+        "ESTABLISHED -- ACK seq=0 ack=0 len=100 -->",
+        "-- ACK seq=100 ack=0 len=100 -->",
+        "-- ACK seq=200 ack=0 len=100 -->",
+        "... 7 segments (700 bytes) --> ...",
+        "<-- ACK seq=0 ack=1000 len=50 --",
+        "<-- ACK seq=50 ack=1000 len=50 --",
+        "... 8 segments (400 bytes) <-- ...",
+    ]
+
+
+def test_ladder_summary_counts_retransmissions_and_flushes_after_a_pause() -> None:
+    cp, sp = CLIENT[1], SERVER[1]
+
+    def data(t: float, seq: int) -> Event:
+        return ("seg", t, "out", Segment(cp, sp, seq, 0, A, 1000, payload=bytes(10)))
+
+    ev = [data(0.001 * i, 10 * i) for i in range(5)] + [data(0.006, 20)]  # seq 20 again
+    ev.append(data(5.0, 50))  # after a pause: the run ends, this one is shown
+    lines = [squeeze(x) for x in ladder(ev, keep=2)]
+    assert "... 4 segments (40 bytes, 1 retransmitted) --> ..." in lines
+    assert lines[-1] == "-- ACK seq=50 ack=0 len=10 -->"
+
+
+def test_ladder_rst_and_zero_window() -> None:
+    cp, sp = CLIENT[1], SERVER[1]
+    ev: list[Event] = [
+        ("state", 0.0, "CLOSED", "SYN_SENT"),
+        ("seg", 0.0, "out", Segment(cp, sp, 7, 0, S, 65535)),
+        ("seg", 0.1, "in", Segment(sp, cp, 0, 8, R | A, 0)),
+        ("state", 0.1, "SYN_SENT", "CLOSED"),
+    ]
+    lines = [squeeze(x) for x in ladder(ev)]
+    assert lines[1:] == [
+        "SYN_SENT -- SYN seq=0 -->",
+        "<-- RST,ACK seq=0 ack=1 win=0 -- (CLOSED)",
+        "CLOSED",
+    ]
+
+
+def test_ladder_several_connections_and_reuse() -> None:
+    other = ("10.0.0.3", 5555)
+    buf = io.StringIO()
+    tracer = LadderTracer(buf, timestamps=True)
+    syn = Segment(CLIENT[1], SERVER[1], 1, 0, S, 100)
+    tracer.on_state(0.0, CLIENT, SERVER, "CLOSED", "SYN_SENT")
+    tracer.on_segment(0.0, "out", CLIENT, SERVER, syn)
+    tracer.on_state(0.5, CLIENT, other, "CLOSED", "SYN_SENT")
+    tracer.on_segment(0.5, "out", CLIENT, other, Segment(CLIENT[1], other[1], 9, 0, S, 100))
+    tracer.on_segment(1.0, "in", CLIENT, SERVER, Segment(SERVER[1], CLIENT[1], 1, 0, R, 0))
+    tracer.on_state(1.0, CLIENT, SERVER, "SYN_SENT", "CLOSED")
+    # the same address pair again: a new connection with its own ISN and number
+    tracer.on_state(2.0, CLIENT, SERVER, "CLOSED", "SYN_SENT")
+    tracer.on_segment(2.0, "out", CLIENT, SERVER, Segment(CLIENT[1], SERVER[1], 500, 0, S, 100))
+    tracer.close()
+    lines = buf.getvalue().splitlines()
+    headers = [x for x in lines if x.startswith("[")]
+    assert [h.split()[0] for h in headers] == ["[1]", "[2]", "[1]", "[3]"]
+    assert "10.0.0.3:5555" in headers[1]
+    assert lines[1] == "  0.000000  SYN_SENT      -- SYN seq=0 -->"
+    assert lines[-1] == "  2.000000  SYN_SENT      -- SYN seq=0 -->"
+
+
+def test_ladder_ipv6_header_and_sack() -> None:
+    cp, sp = CLIENT6[1], SERVER6[1]
+    buf = io.StringIO()
+    tracer = LadderTracer(buf)
+    tracer.on_segment(0.0, "out", CLIENT6, SERVER6, Segment(cp, sp, 100, 0, S, 100))
+    tracer.on_segment(0.0, "in", CLIENT6, SERVER6, Segment(sp, cp, 900, 101, S | A, 100))
+    tracer.on_segment(0.0, "out", CLIENT6, SERVER6, Segment(cp, sp, 101, 901, A, 100))
+    sack = Segment(sp, cp, 901, 101, A, 100, options=((5, ((1101, 2101),)),))
+    tracer.on_segment(0.0, "in", CLIENT6, SERVER6, sack)
+    tracer.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[1] [2001:db8::1]:40000 <-> [2001:db8::2]:7007")
+    assert squeeze(lines[-1]) == "<-- ACK ack=1 sack=1001-2001 --"
+
+
+# ----------------------------------------------------------------------------- format
+
+
+def test_format_segment() -> None:
+    seg = Segment(
+        1, 2, 1005, 2010, P | A, 100, options=((5, ((2100, 2200), (2300, 2400))),), payload=b"abc"
+    )
+    assert format_segment(seg) == "PSH,ACK seq=1005 ack=2010 len=3 sack=2100-2200,2300-2400"
+    assert format_segment(seg, 1000, 2000) == "PSH,ACK seq=5 ack=10 len=3 sack=100-200,300-400"
+    assert format_segment(seg, 1000, 2000, win_shift=2, show_window=True).split()[4] == "win=400"
+    syn = Segment(1, 2, 7, 0, S, 65535, options=((2, 1460), (3, 7), (4, None), (8, (5, 0))))
+    assert format_segment(syn, show_window=True, show_options=True, win_shift=7) == (
+        "SYN seq=7 win=65535 mss=1460 wscale=7 sackOK ts=5/0"
+    )
+    assert format_segment(Segment(1, 2, 7, 9, A, 0)) == "ACK ack=9 win=0"
+    assert format_segment(Segment(1, 2, 0, 0, Flags(0), 1)) == "<none>"
+
+
+# ----------------------------------------------------------------------------- pcap
+
+
+def packets(path: Path) -> list:
+    return list(rdpcap(str(path)))
+
+
+def check_checksums(pkt: object, ip_layer: type) -> None:
+    """Rebuild with the checksums deleted; scapy's values must equal the file's."""
+    rebuilt = pkt.copy()  # type: ignore[attr-defined]
+    del rebuilt[TCP].chksum
+    if ip_layer is IP:
+        del rebuilt[IP].chksum
+        assert ip_layer(bytes(rebuilt))[IP].chksum == pkt[IP].chksum  # type: ignore[index]
+    assert ip_layer(bytes(rebuilt))[TCP].chksum == pkt[TCP].chksum  # type: ignore[index]
+
+
+def expected_segments(events: list[Event]) -> Iterator[tuple[str, Segment]]:
+    return ((e[2], e[3]) for e in events if e[0] == "seg")
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "ip_layer"),
+    [(CLIENT, SERVER, IP), (CLIENT6, SERVER6, IPv6)],
+    ids=["ipv4", "ipv6"],
+)
+def test_pcap_connection(tmp_path: Path, local: tuple, remote: tuple, ip_layer: type) -> None:
+    events = client_view()
+    path = tmp_path / "trace.pcap"
+    before = time.time()
+    replay(PcapTracer(path), events, local, remote)
+    raw = path.read_bytes()
+    assert raw[:4] == bytes.fromhex("d4c3b2a1")  # 0xa1b2c3d4 written little-endian
+    assert int.from_bytes(raw[20:24], "little") == 101  # LINKTYPE_RAW
+    pkts = packets(path)
+    expected = list(expected_segments(events))
+    assert len(pkts) == len(expected) == 3 + 3 + BULK + BULK // 2 + 4
+    ids = []
+    for pkt, (direction, seg) in zip(pkts, expected, strict=True):
+        assert pkt.haslayer(ip_layer) and pkt.haslayer(TCP)
+        ipl, tcp = pkt[ip_layer], pkt[TCP]
+        src, dst = (local, remote) if direction == "out" else (remote, local)
+        assert (ipl.src, ipl.dst) == (src[0], dst[0])
+        assert (tcp.sport, tcp.dport) == (seg.src_port, seg.dst_port)
+        assert (tcp.seq, tcp.ack, int(tcp.flags), tcp.window) == (
+            seg.seq,
+            seg.ack,
+            int(seg.flags),
+            seg.window,
+        )
+        assert bytes(tcp.payload) == seg.payload
+        if ip_layer is IP:
+            assert (ipl.proto, ipl.ttl, ipl.flags.DF) == (6, 64, True)
+            ids.append(ipl.id)
+        else:
+            assert (ipl.nh, ipl.hlim, ipl.plen) == (6, 64, len(tcp))
+        check_checksums(pkt, ip_layer)
+    if ids:
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+    flags = [str(p[TCP].flags) for p in pkts]
+    assert flags[:3] == ["S", "SA", "A"]
+    assert flags[-4:] == ["FA", "A", "FA", "A"]
+    # seq/ack tie up: the handshake and the close as Wireshark would follow them
+    syn, synack, ack = (p[TCP] for p in pkts[:3])
+    assert (synack.ack, ack.seq, ack.ack) == ((syn.seq + 1) % MOD, synack.ack, synack.seq + 1)
+    fin1, ack1, fin2, ack2 = (p[TCP] for p in pkts[-4:])
+    assert ack1.ack == (fin1.seq + 1) % MOD and ack2.ack == fin2.seq + 1
+    assert fin1.seq == (ISN_C + 6 + BULK * BULK_SIZE) % MOD  # wrapped past 2**32
+    # options survive: scapy sees our MSS and window scale on the SYN
+    assert ("MSS", 1460) in syn.options and ("WScale", 7) in syn.options
+    # wall-clock timestamps, spaced as the trace clock was
+    assert before - 1 <= float(pkts[0].time) <= time.time() + 1
+    assert float(pkts[2].time - pkts[0].time) == pytest.approx(0.010, abs=2e-6)
+
+
+def test_pcap_is_readable_before_close(tmp_path: Path) -> None:
+    """A process killed mid-connection must leave a file of whole records."""
+    path = tmp_path / "live.pcap"
+    tracer = PcapTracer(path)
+    events = [e for e in client_view() if e[0] == "seg"][:7]
+    for e in events:
+        tracer.on_segment(e[1], e[2], CLIENT, SERVER, e[3])
+    assert len(packets(path)) == 7
+    tracer.close()
+    tracer.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("local", "remote"),
+    [
+        (("0.0.0.0", 40000), ("127.0.0.1", 7007)),  # a client socket bound to the wildcard
+        (("::", 40000, 0, 0), ("::ffff:127.0.0.1", 7007, 0, 0)),  # dual-stack, IPv4 peer
+    ],
+    ids=["wildcard", "v4-mapped"],
+)
+def test_pcap_real_addresses(local: tuple, remote: tuple) -> None:
+    buf = io.BytesIO()
+    tracer = PcapTracer(buf)
+    tracer.on_segment(0.0, "out", local, remote, Segment(40000, 7007, 1, 0, S, 100))
+    tracer.on_segment(0.0, "in", local, remote, Segment(7007, 40000, 5, 2, S | A, 100))
+    buf.seek(0)
+    out, back = rdpcap(buf)
+    assert (out[IP].src, out[IP].dst) == ("127.0.0.1", "127.0.0.1")
+    assert (back[TCP].sport, back[TCP].dport) == (7007, 40000)
+    check_checksums(out, IP)
+
+
+def test_pcap_file_object_is_left_open() -> None:
+    buf = io.BytesIO()
+    tracer = PcapTracer(buf)
+    tracer.on_segment(0.0, "out", CLIENT, SERVER, Segment(1, 2, 3, 4, S, 5))
+    tracer.close()
+    assert not buf.closed
+    assert len(buf.getvalue()) == 24 + 16 + 20 + 20
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seq=st.integers(0, MOD - 1),
+    ack=st.integers(0, MOD - 1),
+    flags=st.integers(0, 0xFF),
+    window=st.integers(0, 0xFFFF),
+    payload=st.binary(max_size=300),
+    v6=st.booleans(),
+)
+def test_pcap_checksums_property(
+    seq: int, ack: int, flags: int, window: int, payload: bytes, v6: bool
+) -> None:
+    buf = io.BytesIO()
+    tracer = PcapTracer(buf)
+    local, remote = (CLIENT6, SERVER6) if v6 else (CLIENT, SERVER)
+    tracer.on_segment(
+        1.0,
+        "in",
+        local,
+        remote,
+        Segment(7007, 40000, seq, ack, Flags(flags), window, payload=payload),
+    )
+    buf.seek(0)
+    (pkt,) = rdpcap(buf)
+    check_checksums(pkt, IPv6 if v6 else IP)
+    assert bytes(pkt[TCP].payload) == payload
+
+
+# ----------------------------------------------------------------------------- others
+
+
+def test_multi_and_logging_tracers(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    buf = io.StringIO()
+    logger = logging.getLogger("rtcp.test_trace")
+    tracer = MultiTracer(LadderTracer(buf), PcapTracer(tmp_path / "m.pcap"), LoggingTracer(logger))
+    with caplog.at_level(logging.DEBUG, logger="rtcp.test_trace"):
+        replay(tracer, client_view()[:5])
+    assert "SYN_SENT" in buf.getvalue()
+    assert len(packets(tmp_path / "m.pcap")) == 3
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert records[0] == (logging.INFO, "10.0.0.1:40000 <-> 10.0.0.2:7007: CLOSED -> SYN_SENT")
+    assert records[1] == (
+        logging.DEBUG,
+        f"10.0.0.1:40000 -> 10.0.0.2:7007 SYN seq={ISN_C} win=65535 mss=1460 sackOK ts=1/0 wscale=7",
+    )
+    assert records[2][1].startswith(
+        f"10.0.0.1:40000 <- 10.0.0.2:7007 SYN,ACK seq={ISN_S} ack={ISN_C + 1}"
+    )
+
+
+def test_logging_tracer_skips_formatting_when_debug_is_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tracer = LoggingTracer(logging.getLogger("rtcp.test_trace_quiet"))
+    with caplog.at_level(logging.INFO, logger="rtcp.test_trace_quiet"):
+        replay(tracer, client_view()[:3])
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+
+
+def test_base_tracer_is_a_null_tracer() -> None:
+    with Tracer() as tracer:
+        replay(tracer, client_view()[:3])
+    with pytest.raises(ValueError):
+        LadderTracer(io.StringIO()).on_segment(
+            0.0, "sideways", CLIENT, SERVER, Segment(1, 2, 3, 4, A, 5)
+        )
