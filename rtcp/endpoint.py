@@ -23,6 +23,7 @@ from . import segment as codec
 from .config import Config
 from .core import events as ev
 from .core.connection import ACK, RST, SYN, Connection, State, reset_for
+from .core.cookies import check_cookie, make_cookie
 from .core.isn import initial_sequence_number, timestamp_offset
 from .segment import Segment, SegmentError
 from .transport import DatagramTransport
@@ -47,6 +48,7 @@ class EndpointStats:
     syn_cookies_accepted: int = 0
     syn_dropped: int = 0
     unreachable: int = 0
+    amplification_limited: int = 0
     connections_accepted: int = 0
     time_wait_reused: int = 0
     send_blocked: int = 0
@@ -59,7 +61,7 @@ class Slot:
     """An endpoint's record of one connection (lives until CLOSED)."""
 
     __slots__ = ("conn", "key", "addr", "lot", "timer_at", "from_listener", "queued",
-                 "stream_open", "__weakref__")
+                 "stream_open", "budget", "__weakref__")
 
     def __init__(self, conn: Connection, key: tuple, addr: tuple, from_listener: bool) -> None:
         self.conn = conn
@@ -71,6 +73,9 @@ class Slot:
         self.from_listener = from_listener
         self.queued = False
         self.stream_open = False
+        #: Bytes we may still send to a peer whose address is not validated yet
+        #: (no amplification: never more than it sent us).
+        self.budget = 0
 
 
 class _ListenState:
@@ -230,7 +235,7 @@ class Endpoint:
         segs = conn.segments_to_send(now)
         events = conn.events()
         if segs:
-            self._send_segments(segs, slot.addr)
+            self._send_segments(segs, slot.addr, slot)
         if events:
             self._on_events(slot, events, now)
             slot.lot.unpark_all()
@@ -286,12 +291,19 @@ class Endpoint:
             self._closed = True
             self._wake()
 
-    def _send_segments(self, segs: list[Segment], addr: tuple) -> None:
+    def _send_segments(self, segs: list[Segment], addr: tuple, slot: Slot | None = None) -> None:
         tracer = self.tracer
         send = self.transport.send
         encode = codec.encode
+        limited = slot is not None and slot.from_listener and \
+            slot.conn.state is State.SYN_RECEIVED
         for seg in segs:
             data = encode(seg)
+            if limited:
+                if len(data) > slot.budget:  # type: ignore[union-attr]
+                    self.stats.amplification_limited += 1
+                    continue
+                slot.budget -= len(data)  # type: ignore[union-attr]
             if tracer is not None:
                 tracer.on_segment(trio.current_time(), "out", self.local_address, addr, seg)
             if seg.flags & RST:
@@ -334,30 +346,76 @@ class Endpoint:
                 self._forget(slot)
                 self.stats.time_wait_reused += 1
             else:
+                if slot.from_listener and state is State.SYN_RECEIVED:
+                    slot.budget += len(data)
                 slot.conn.handle_segment(seg, now)
                 return slot
-        return self._no_connection(seg, addr, key, now)
+        return self._no_connection(seg, len(data), addr, key, now)
 
-    def _no_connection(self, seg: Segment, addr: tuple, key: tuple, now: float) -> Slot | None:
-        flags = seg.flags
+    def _no_connection(self, seg: Segment, size: int, addr: tuple, key: tuple,
+                       now: float) -> Slot | None:
+        flags = seg.flags & (SYN | ACK | RST)
         ls = self._listen
-        if (ls is not None and not ls.closed and seg.dst_port == self.local_port
-                and flags & (SYN | ACK | RST) == SYN):
-            self.stats.syn_received += 1
-            if len(ls.queue) >= ls.config.backlog or self._half_open >= ls.config.syn_backlog:
-                # Like a kernel with a full accept queue: drop, the client retries.
-                self.stats.syn_dropped += 1
-                return None
-            conn = self._new_connection(ls.config, addr, seg.src_port, now)
-            slot = Slot(conn, key, addr, from_listener=True)
-            self._slots[key] = slot
-            conn.listen()
-            conn.handle_segment(seg, now)
-            return slot
+        if ls is not None and not ls.closed and seg.dst_port == self.local_port:
+            if flags == SYN:
+                return self._on_syn(ls, seg, size, addr, key, now)
+            if flags == ACK:
+                slot = self._on_cookie_ack(ls, seg, addr, key, now)
+                if slot is not None:
+                    return slot
         rst = reset_for(seg)
         if rst is not None:
             self._send_segments([rst], addr)
         return None
+
+    def _on_syn(self, ls: _ListenState, seg: Segment, size: int, addr: tuple, key: tuple,
+                now: float) -> Slot | None:
+        self.stats.syn_received += 1
+        if len(ls.queue) >= ls.config.backlog:
+            # Like a kernel with a full accept queue: drop; the client retries.
+            self.stats.syn_dropped += 1
+            return None
+        if self._half_open >= ls.config.syn_backlog:
+            self._send_cookie(ls, seg, size, addr, now)
+            return None
+        conn = self._new_connection(ls.config, addr, seg.src_port, now)
+        slot = Slot(conn, key, addr, from_listener=True)
+        slot.budget = size
+        self._slots[key] = slot
+        conn.listen()
+        conn.handle_segment(seg, now)
+        return slot
+
+    def _send_cookie(self, ls: _ListenState, seg: Segment, size: int, addr: tuple,
+                     now: float) -> None:
+        """Answer a SYN statelessly (RFC 4987), never with more bytes than it had."""
+        mss_opt = next((v for k, v in seg.options if k == 2), 536)
+        isn, _ = make_cookie(self._secret, addr, (seg.dst_port, seg.src_port), seg.seq,
+                             mss_opt, now)
+        our_mss = min(self.max_datagram_for(addr, ls.config) - 20, 0xFFFF)
+        options = ((2, our_mss),) if size >= 24 else ()
+        synack = Segment(self.local_port, seg.src_port, isn, (seg.seq + 1) & 0xFFFFFFFF,
+                         SYN | ACK, min(ls.config.receive_buffer, 0xFFFF), 0, options)
+        self.stats.syn_cookies_sent += 1
+        self._send_segments([synack], addr)
+
+    def _on_cookie_ack(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,
+                       now: float) -> Slot | None:
+        irs = (seg.seq - 1) & 0xFFFFFFFF
+        iss = (seg.ack - 1) & 0xFFFFFFFF
+        mss = check_cookie(self._secret, addr, (seg.dst_port, seg.src_port), irs, iss, now)
+        if mss is None or len(ls.queue) >= ls.config.backlog:
+            return None
+        conn = Connection.from_cookie(
+            ls.config, self.local_port, seg.src_port, iss=iss, irs=irs, mss=mss, now=now,
+            max_datagram=self.max_datagram_for(addr, ls.config),
+            ts_offset=timestamp_offset(self._secret, (self.local_address[0], self.local_port),
+                                       (addr[0], seg.src_port)))
+        slot = Slot(conn, key, addr, from_listener=True)
+        self._slots[key] = slot
+        self.stats.syn_cookies_accepted += 1
+        conn.handle_segment(seg, now)
+        return slot
 
     def _on_unreachable(self, now: float) -> None:
         for addr, data in self.transport.unreachable():

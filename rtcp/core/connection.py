@@ -182,6 +182,30 @@ class Connection:
         self._chack_count = 0
         self.error: ev.Event | None = None
 
+    @classmethod
+    def from_cookie(cls, config: Config, local_port: int, remote_port: int, *, iss: int,
+                    irs: int, mss: int, now: float, max_datagram: int | None = None,
+                    ts_offset: int | None = None) -> Connection:
+        """A passive connection rebuilt from a valid SYN cookie (see ``cookies``).
+
+        It starts in SYN_RECEIVED as if our SYN-ACK had been sent with no
+        options; the caller then feeds it the handshake's final ACK.
+        """
+        conn = cls(config, local_port, remote_port, iss=iss, now=now,
+                   max_datagram=max_datagram, ts_offset=ts_offset)
+        conn._passive = True
+        conn.irs = irs & MASK
+        conn.rcv_nxt = conn.irs + 1
+        conn._rcv_wscale = conn._snd_wscale = 0
+        conn._rcv_adv = conn.rcv_nxt + min(conn._free_space(), 0xFFFF)
+        conn._peer_mss = mss
+        conn.mss = max(64, min(mss, conn._max_datagram - HEADER_SIZE))
+        conn.snd_nxt = conn.iss + 1
+        conn._last_ack_sent = conn.rcv_nxt
+        conn._connect_deadline = now + config.connect_timeout
+        conn._set_state(S.SYN_RECEIVED)
+        return conn
+
     # ------------------------------------------------------------------ API
     def connect(self, now: float) -> None:
         """Active open: send a SYN and enter SYN_SENT."""
