@@ -293,26 +293,33 @@ class Endpoint:
 
     def _send_segments(self, segs: list[Segment], addr: tuple, slot: Slot | None = None) -> None:
         tracer = self.tracer
-        send = self.transport.send
         encode = codec.encode
         limited = slot is not None and slot.from_listener and \
             slot.conn.state is State.SYN_RECEIVED
+        out: list[bytes] = []
+        stats = self.stats
         for seg in segs:
             data = encode(seg)
             if limited:
                 if len(data) > slot.budget:  # type: ignore[union-attr]
-                    self.stats.amplification_limited += 1
+                    stats.amplification_limited += 1
                     continue
                 slot.budget -= len(data)  # type: ignore[union-attr]
             if tracer is not None:
                 tracer.on_segment(trio.current_time(), "out", self.local_address, addr, seg)
             if seg.flags & RST:
-                self.stats.resets_sent += 1
-            self.stats.datagrams_sent += 1
-            if self._outbox or not send(data, addr):
-                self._outbox.append((data, addr))
-                self.stats.send_blocked += 1
-                self._wake()
+                stats.resets_sent += 1
+            out.append(data)
+        stats.datagrams_sent += len(out)
+        if self._outbox:
+            self._outbox.extend((d, addr) for d in out)
+            return
+        sent = self.transport.send_many(out, addr) if len(out) > 1 else (
+            1 if out and self.transport.send(out[0], addr) else 0)
+        if sent < len(out):
+            self._outbox.extend((d, addr) for d in out[sent:])
+            stats.send_blocked += 1
+            self._wake()
 
     def _flush_outbox(self) -> None:
         send = self.transport.send

@@ -27,6 +27,11 @@ MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 #: Errors that mean "nobody listens there" (ICMP port/host unreachable).
 UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 RECV_SIZE = 65536
+#: UDP generic segmentation offload (Linux >= 4.18): one sendmsg, many datagrams.
+SOL_UDP = 17
+UDP_SEGMENT = 103
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
 
 
 class DatagramTransport(Protocol):
@@ -43,6 +48,10 @@ class DatagramTransport(Protocol):
 
     def send(self, data: bytes, address: tuple) -> bool:
         """Send one datagram; False if it would block (the caller retries later)."""
+        ...
+
+    def send_many(self, datagrams: list[bytes], address: tuple) -> int:
+        """Send datagrams in order; return how many went before one would block."""
         ...
 
     async def wait_writable(self) -> None: ...
@@ -82,6 +91,7 @@ class UdpTransport:
         self.family = family
         self.local_address = sock.getsockname()
         self._errors: list[tuple[tuple, bytes]] = []
+        self.gso = hasattr(sock, "sendmsg")
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.wait_readable(self.sock)
@@ -134,6 +144,39 @@ class UdpTransport:
             # Other send errors (no route, message too long) are like loss:
             # retransmission and the user timeout deal with them.
         return True
+
+    def send_many(self, datagrams: list[bytes], address: tuple) -> int:
+        """Send in order, coalescing runs of equal-sized datagrams with UDP GSO."""
+        n = len(datagrams)
+        i = 0
+        while i < n:
+            size = len(datagrams[i])
+            j = i + 1
+            if self.gso:
+                limit = min(n, i + GSO_MAX_SEGMENTS, i + max(1, GSO_MAX_BYTES // size))
+                while j < limit and len(datagrams[j - 1]) == size and \
+                        len(datagrams[j]) <= size:
+                    j += 1
+            if j - i == 1:
+                if not self.send(datagrams[i], address):
+                    return i
+                i += 1
+                continue
+            try:
+                self.sock.sendmsg([b"".join(datagrams[i:j])],
+                                  [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))],
+                                  0, address)
+            except BlockingIOError:
+                return i
+            except OSError as exc:
+                if exc.errno in UNREACHABLE_ERRNOS:
+                    self._drain_errors()
+                elif exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT,
+                                   errno.EOPNOTSUPP):
+                    self.gso = False  # no GSO on this kernel or path: plain sends
+                    continue
+            i = j
+        return n
 
     def close(self) -> None:
         self.sock.close()
@@ -227,6 +270,11 @@ class MemoryTransport:
         if not self._closed:
             self._net._deliver(bytes(data), self.local_address, address)
         return True
+
+    def send_many(self, datagrams: list[bytes], address: tuple) -> int:
+        for d in datagrams:
+            self.send(d, address)
+        return len(datagrams)
 
     def unreachable(self) -> list[tuple[tuple, bytes]]:
         out, self._errors = self._errors, []

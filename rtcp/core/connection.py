@@ -23,7 +23,7 @@ from ..segment import Segment
 from . import events as ev
 from .ranges import RangeSet
 from .rto import RttEstimator
-from .seq import MASK, seq_diff, unwrap
+from .seq import HALF, MASK, seq_diff, unwrap
 from .stats import ConnectionStats
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -115,8 +115,13 @@ class Connection:
         self.iss = iss & MASK
         self.snd_una = self.iss
         self.snd_nxt = self.iss  # one past the highest sequence number sent
+        # Queued data: _sndbuf[_snd_off:] holds sequence numbers
+        # [_sndbuf_seq, _data_end).  The acknowledged prefix is cut off only
+        # when it is large, so appends never memmove the buffer per ACK.
         self._sndbuf = bytearray()
-        self._sndbuf_seq = self.iss + 1  # seq of _sndbuf[0]; data starts after SYN
+        self._snd_off = 0
+        self._sndbuf_seq = self.iss + 1  # data starts after the SYN
+        self._data_end = self.iss + 1
         self._fin_queued = False
         self._fin_seq: int | None = None  # set when the FIN is first sent
         self.snd_wnd = 0
@@ -158,6 +163,8 @@ class Connection:
         self._last_ooo: tuple[int, int] | None = None
         self._peer_fin_seq: int | None = None
         self._rcv_adv = 0  # right edge of the window we last advertised
+        self._wnd_key: tuple = ()
+        self._wnd_field = 0
         self.eof_received = False
         self._reader_closed = False
         self._ack_pending = False
@@ -224,12 +231,12 @@ class Connection:
     @property
     def send_space(self) -> int:
         """Bytes :meth:`send` would accept now."""
-        return max(0, self.config.send_buffer - len(self._sndbuf))
+        return max(0, self.config.send_buffer - (self._data_end - self._sndbuf_seq))
 
     @property
     def send_buffered(self) -> int:
         """Bytes queued and not yet acknowledged."""
-        return len(self._sndbuf)
+        return self._data_end - self._sndbuf_seq
 
     @property
     def can_send(self) -> bool:
@@ -243,6 +250,7 @@ class Connection:
         n = min(len(data), self.send_space)
         if n:
             self._sndbuf += data[:n] if n < len(data) else data
+            self._data_end += n
         return n
 
     @property
@@ -388,6 +396,8 @@ class Connection:
         """Process one segment that arrived for this connection."""
         st = self.state
         self.stats.segments_received += 1
+        if st is S.ESTABLISHED and self._fast_path(seg, now):
+            return
         if st is S.CLOSED:
             self._reply_reset(seg)
             return
@@ -398,6 +408,64 @@ class Connection:
             self._on_syn_sent(seg, now)
             return
         self._on_synchronized(seg, now)
+
+    def _fast_path(self, seg: Segment, now: float) -> bool:
+        """Header prediction (Van Jacobson): the common in-order cases, cheaply.
+
+        An in-order data segment that acknowledges nothing new, or a pure ACK
+        that advances SND.UNA, during a quiet ESTABLISHED phase.  Anything
+        else returns False and takes the full RFC 9293 path.
+        """
+        flags = seg.flags
+        if flags & ~PSH != ACK or seg.seq != self.rcv_nxt & MASK:
+            return False
+        opts = seg.options
+        tsval = None
+        if self._ts_ok:
+            if len(opts) != 1 or opts[0][0] != OPT_TS:
+                return False
+            tsval = opts[0][1][0]
+            if self._ts_recent_valid and ((tsval - self._ts_recent) & MASK) >= HALF:
+                return False  # PAWS has something to say
+        elif opts:
+            return False
+        payload = seg.payload
+        plen = len(payload)
+        snd_una = self.snd_una
+        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
+        rcv_nxt = self.rcv_nxt
+        if plen:
+            if (ack != snd_una or self._ooo or self._reader_closed
+                    or plen > self._rcv_adv - rcv_nxt
+                    or (seg.window << self._snd_wscale) != self.snd_wnd):
+                return False
+            if tsval is not None and rcv_nxt <= self._last_ack_sent:
+                self._ts_recent = tsval
+            self._rcvbuf += payload
+            self.rcv_nxt = rcv_nxt + plen
+            self.stats.bytes_received += plen
+            self._events.append(ev.DataReceived(plen))
+            self._unacked_segments += 1
+            if self._unacked_segments >= 2 or self.config.delayed_ack == 0:
+                self._ack_now = True
+            else:
+                self._ack_pending = True
+                if self._delack_deadline is None:
+                    self._delack_deadline = now + self.config.delayed_ack
+        else:
+            if not (snd_una < ack <= self.snd_nxt) or self._in_recovery or self._sacked \
+                    or self._lost:
+                return False
+            if tsval is not None and rcv_nxt <= self._last_ack_sent:
+                self._ts_recent = tsval
+            self._sample_rtt_from(seg, ack, now)
+            self._ack_advance(ack, now)
+            self._update_send_window(seg.window << self._snd_wscale, rcv_nxt, ack)
+        self._last_recv_time = now
+        if self.config.keepalive_idle is not None:
+            self._ka_probes = 0
+            self._ka_deadline = now + self.config.keepalive_idle
+        return True
 
     def _on_listen(self, seg: Segment, now: float) -> None:
         flags = seg.flags
@@ -716,7 +784,8 @@ class Connection:
                 self._send_range(lo, hi, now, retransmit=True)
                 sent_any = True
             # 2. new data within the peer's window and cwnd
-            data_end = self._sndbuf_seq + len(self._sndbuf)
+            opts = None
+            data_end = self._data_end
             wnd_edge = self.snd_una + self.snd_wnd
             while self.snd_nxt < data_end:
                 avail = data_end - self.snd_nxt
@@ -733,11 +802,14 @@ class Connection:
                 elif n < room and not self.config.nodelay and self.snd_nxt > self.snd_una \
                         and not self._fin_queued:
                     break  # Nagle
-                self._send_range(self.snd_nxt, self.snd_nxt + n, now, retransmit=False)
+                if opts is None:
+                    opts = self._options(now)  # same for the whole burst
+                self._send_range(self.snd_nxt, self.snd_nxt + n, now, retransmit=False,
+                                 options=opts)
                 sent_any = True
             # 3. FIN once all data is out
             if (self._fin_queued and self._fin_seq is None
-                    and self.snd_nxt == self._sndbuf_seq + len(self._sndbuf)):
+                    and self.snd_nxt == self._data_end):
                 self._fin_seq = self.snd_nxt
                 self._send_range(self.snd_nxt, self.snd_nxt + 1, now, retransmit=False)
                 sent_any = True
@@ -750,28 +822,34 @@ class Connection:
         if self.snd_nxt > self.snd_una and self._rto_deadline is None:
             self._rto_deadline = now + self._rtt.rto
 
-    def _send_range(self, lo: int, hi: int, now: float, *, retransmit: bool) -> None:
-        data_end = self._sndbuf_seq + len(self._sndbuf)
+    def _send_range(self, lo: int, hi: int, now: float, *, retransmit: bool,
+                    options: tuple | None = None) -> None:
+        data_end = self._data_end
         d_hi = min(hi, data_end)
-        payload = bytes(self._sndbuf[lo - self._sndbuf_seq: d_hi - self._sndbuf_seq]) \
-            if d_hi > lo else b""
+        if d_hi > lo:
+            base = self._snd_off - self._sndbuf_seq
+            payload = bytes(self._sndbuf[lo + base: d_hi + base])
+        else:
+            payload = b""
         flags = ACK
         if self._fin_seq is not None and hi > self._fin_seq:
             flags |= FIN
         if payload and (d_hi == data_end):
             flags |= PSH
-        self._emit_segment(lo, flags, payload, options=self._options(now))
+        self._emit_segment(lo, flags, payload,
+                           options=self._options(now) if options is None else options)
         if hi > self.snd_nxt:
             self.snd_nxt = hi
             if self._rtt_seq is None and not self._ts_ok:
                 self._rtt_seq, self._rtt_time = hi, now
+        stats = self.stats
         if retransmit:
-            self.stats.segments_retransmitted += 1
-            self.stats.bytes_retransmitted += len(payload)
+            stats.segments_retransmitted += 1
+            stats.bytes_retransmitted += len(payload)
             if self._rtt_seq is not None and lo < self._rtt_seq:
                 self._rtt_seq = None  # Karn: this sample is ambiguous now
         else:
-            self.stats.bytes_sent += len(payload)
+            stats.bytes_sent += len(payload)
 
     def _sack_space(self) -> int:
         """Option bytes the SACK blocks on our next segments take (RFC 2018)."""
@@ -821,6 +899,15 @@ class Connection:
         return max(0, self.config.receive_buffer - len(self._rcvbuf))
 
     def _window_field(self) -> int:
+        key = (self.rcv_nxt, len(self._rcvbuf), self._rcv_adv)
+        if key == self._wnd_key:
+            return self._wnd_field
+        field = self._compute_window_field()
+        self._wnd_key = (self.rcv_nxt, len(self._rcvbuf), self._rcv_adv)
+        self._wnd_field = field
+        return field
+
+    def _compute_window_field(self) -> int:
         edge = self.rcv_nxt + self._free_space()
         # No silly windows: grow the advertised edge only by a useful amount,
         # and never move it left (RFC 9293 3.8.6.2.2).
@@ -920,10 +1007,14 @@ class Connection:
     def _ack_advance(self, ack: int, now: float) -> None:
         acked = ack - self.snd_una
         self.snd_una = ack
-        drop = min(ack, self._sndbuf_seq + len(self._sndbuf)) - self._sndbuf_seq
+        drop = min(ack, self._data_end) - self._sndbuf_seq
         if drop > 0:
-            del self._sndbuf[:drop]
             self._sndbuf_seq += drop
+            off = self._snd_off + drop
+            if off >= 65536 and 2 * off >= len(self._sndbuf):
+                del self._sndbuf[:off]
+                off = 0
+            self._snd_off = off
             self._events.append(ev.SendSpaceAvailable())
         self._sacked.remove_below(ack)
         self._lost.remove_below(ack)
@@ -1020,7 +1111,7 @@ class Connection:
 
     def _on_persist(self, now: float) -> None:
         self._persist_deadline = None
-        data_end = self._sndbuf_seq + len(self._sndbuf)
+        data_end = self._data_end
         if self.snd_wnd > 0 or self.snd_nxt >= data_end or self.state not in SENDING:
             self._persist_backoff = 0
             return
