@@ -840,7 +840,7 @@ class Connection:
                            options=self._options(now) if options is None else options)
         if hi > self.snd_nxt:
             self.snd_nxt = hi
-            if self._rtt_seq is None and not self._ts_ok:
+            if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = hi, now
         stats = self.stats
         if retransmit:
@@ -949,7 +949,7 @@ class Connection:
         if retransmit:
             self.stats.segments_retransmitted += 1
             self._rtt_seq = None
-        elif not cfg.timestamps:
+        else:
             self._rtt_seq, self._rtt_time = self.iss + 1, now
         self.stats.segments_sent += 1
         self._out.append(seg)
@@ -987,18 +987,21 @@ class Connection:
 
     # ------------------------------------------------------ ACKs and recovery
     def _sample_rtt_from(self, seg: Segment, ack: int, now: float) -> None:
-        if self._ts_ok:
+        # Prefer the timed segment (microsecond clock, Karn's rule); the
+        # timestamp echo (1 ms ticks) covers what Karn must skip, such as
+        # ACKs of retransmissions (RFC 7323 4).
+        if self._rtt_seq is not None and ack >= self._rtt_seq:
+            self._rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+            self._sync_rtt_stats()
+            return
+        if self._ts_ok and self._rtt_seq is None:
             ts = _find_option(seg.options, OPT_TS)
             if ts is not None and ts[1]:
                 delta = (self._ts_now(now) - ts[1]) & MASK
                 if delta < 60_000:
                     self._rtt.sample(delta / 1000.0)
                     self._sync_rtt_stats()
-                return
-        if self._rtt_seq is not None and ack >= self._rtt_seq:
-            self._rtt.sample(now - self._rtt_time)
-            self._rtt_seq = None
-            self._sync_rtt_stats()
 
     def _sync_rtt_stats(self) -> None:
         st = self.stats
