@@ -226,6 +226,14 @@ class Endpoint:
         await self._done.wait()
 
     # ------------------------------------------------------------ internals
+    def _trace(self, method: str, *args: object) -> None:
+        """Call the tracer; a failing tracer (say, a full disk) is dropped, not fatal."""
+        try:
+            getattr(self.tracer, method)(*args)
+        except Exception:
+            log.exception("rtcp tracer %r failed; tracing stops", self.tracer)
+            self.tracer = None
+
     def _wake(self) -> None:
         if self._wait_scope is not None:
             self._wait_scope.deadline = -math.inf
@@ -253,7 +261,7 @@ class Endpoint:
         for e in events:
             if isinstance(e, ev.StateChanged):
                 if self.tracer is not None:
-                    self.tracer.on_state(now, self.local_address, slot.addr, e.old, e.new)
+                    self._trace("on_state", now, self.local_address, slot.addr, e.old, e.new)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s <-> %s: %s -> %s", self.local_address, slot.addr, e.old, e.new)
                 if slot.from_listener:
@@ -306,7 +314,8 @@ class Endpoint:
                     continue
                 slot.budget -= len(data)  # type: ignore[union-attr]
             if tracer is not None:
-                tracer.on_segment(trio.current_time(), "out", self.local_address, addr, seg)
+                self._trace("on_segment", trio.current_time(), "out", self.local_address, addr,
+                            seg)
             if seg.flags & RST:
                 stats.resets_sent += 1
             out.append(data)
@@ -341,7 +350,7 @@ class Endpoint:
                 self.stats.malformed += 1
             return None
         if self.tracer is not None:
-            self.tracer.on_segment(now, "in", self.local_address, addr, seg)
+            self._trace("on_segment", now, "in", self.local_address, addr, seg)
         key = (addr[0], addr[1], seg.dst_port, seg.src_port)
         slot = self._slots.get(key)
         if slot is not None:

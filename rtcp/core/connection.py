@@ -157,7 +157,10 @@ class Connection:
         # --- receive side ---
         self.irs = 0
         self.rcv_nxt = 0
+        # In-order data for the application: _rcvbuf[_rcv_off:] (the read
+        # prefix is cut only when large, as for the send buffer).
         self._rcvbuf = bytearray()
+        self._rcv_off = 0
         self._ooo: dict[int, bytes] = {}
         self._ooo_ranges = RangeSet()
         self._last_ooo: tuple[int, int] | None = None
@@ -256,15 +259,29 @@ class Connection:
     @property
     def readable(self) -> int:
         """Bytes :meth:`receive` can return now."""
-        return len(self._rcvbuf)
+        return len(self._rcvbuf) - self._rcv_off
 
     def receive(self, max_bytes: int, now: float) -> bytes:
         """Take up to ``max_bytes`` of in-order data; may queue a window update."""
-        n = min(max_bytes, len(self._rcvbuf))
+        buf = self._rcvbuf
+        off = self._rcv_off
+        n = min(max_bytes, len(buf) - off)
         if n <= 0:
             return b""
-        data = bytes(self._rcvbuf[:n])
-        del self._rcvbuf[:n]
+        if off == 0 and n == len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            with memoryview(buf) as view:
+                data = bytes(view[off:off + n])
+            off += n
+            if off == len(buf):
+                buf.clear()
+                off = 0
+            elif off >= 65536 and 2 * off >= len(buf):
+                del buf[:off]
+                off = 0
+            self._rcv_off = off
         if self.state in RECEIVING:
             # Tell the peer about the opened window once it grew enough (no SWS).
             grow = (self.rcv_nxt + self._free_space()) - self._rcv_adv
@@ -296,7 +313,7 @@ class Connection:
         with RST instead (as kernel TCP does).
         """
         self._reader_closed = True
-        if self.state in SYNCHRONIZED and (self._rcvbuf or self._ooo):
+        if self.state in SYNCHRONIZED and (self.readable or self._ooo):
             self.abort(now)
             return
         self.shutdown(now)
@@ -896,14 +913,14 @@ class Connection:
         self._out.append(seg)
 
     def _free_space(self) -> int:
-        return max(0, self.config.receive_buffer - len(self._rcvbuf))
+        return max(0, self.config.receive_buffer - len(self._rcvbuf) + self._rcv_off)
 
     def _window_field(self) -> int:
-        key = (self.rcv_nxt, len(self._rcvbuf), self._rcv_adv)
+        key = (self.rcv_nxt, len(self._rcvbuf) - self._rcv_off, self._rcv_adv)
         if key == self._wnd_key:
             return self._wnd_field
         field = self._compute_window_field()
-        self._wnd_key = (self.rcv_nxt, len(self._rcvbuf), self._rcv_adv)
+        self._wnd_key = key
         self._wnd_field = field
         return field
 
