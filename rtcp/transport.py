@@ -129,7 +129,10 @@ class UdpTransport:
                 self._errors.append((addr, data))
 
     def unreachable(self) -> list[tuple[tuple, bytes]]:
-        self._drain_errors()
+        # The error queue is read when recvfrom/sendto report a pending error
+        # (the socket's error is set with every queued ICMP report).
+        if not self._errors:
+            return self._errors
         out, self._errors = self._errors, []
         return out
 
