@@ -1,0 +1,1 @@
+"""rtcp benchmarks; run with ``python -m benchmarks``."""

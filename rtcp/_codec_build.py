@@ -1,0 +1,47 @@
+"""cffi builder for the optional C codec ``rtcp._codec_c`` (API mode, out of line).
+
+setup.py hands ``ffibuilder`` to setuptools through ``cffi_modules``, so
+``pip install .`` and ``pip install -e .`` build it (the editable install in
+place, next to this file).  To rebuild in place after editing csrc/, run
+``python setup.py build_ext --inplace`` from the project root.  The
+declarations below must match csrc/codec.h.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cffi import FFI
+
+CDEF = """
+typedef struct {
+    uint32_t kind, offset, length, a, b;
+} rtcp_option;
+typedef struct {
+    uint32_t src_port, dst_port, seq, ack, flags, window, urgent;
+    uint32_t header_len, n_options, error_offset;
+    rtcp_option options[20];
+} rtcp_segment_info;
+uint16_t rtcp_checksum(const char *data, size_t len);
+uint16_t rtcp_checksum_portable(const char *data, size_t len);
+int64_t rtcp_decode(const char *data, size_t len);
+int64_t rtcp_decode_info(const char *data, size_t len, rtcp_segment_info *info);
+long rtcp_encode(char *out, size_t cap,
+                 uint16_t src_port, uint16_t dst_port, uint32_t seq, uint32_t ack,
+                 uint8_t flags, uint16_t window, uint16_t urgent,
+                 const char *opts, size_t opts_len,
+                 const char *payload, size_t payload_len);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+# Paths are relative to the project root, where setuptools runs.  -O2 even if
+# this Python was built without optimisation (the checksum loop needs it).
+ffibuilder.set_source(
+    "rtcp._codec_c",
+    '#include "codec.h"',
+    sources=["csrc/codec.c"],
+    include_dirs=["csrc"],
+    depends=["csrc/codec.h"],
+    extra_compile_args=[] if sys.platform == "win32" else ["-O2"],
+)

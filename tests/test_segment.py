@@ -1,0 +1,539 @@
+"""Segment codec: both backends against each other, the wire format and known answers.
+
+Both backend modules are imported directly, whatever ``rtcp.segment.BACKEND``
+says, so every property is checked on each and their outputs compared.  CI
+sets RTCP_REQUIRE_C=1 so that a missing C build fails test_c_backend_built
+instead of quietly comparing Python with itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from rtcp import _codec_py, segment
+from rtcp.segment import ChecksumError, Flags, Segment, SegmentError
+
+try:
+    from rtcp import _codec_cbackend
+except ImportError:
+    _codec_cbackend = None  # type: ignore[assignment]
+
+BACKENDS = [pytest.param(_codec_py, id="python")]
+if _codec_cbackend is not None:
+    BACKENDS.append(pytest.param(_codec_cbackend, id="c"))
+ALL = [b.values[0] for b in BACKENDS]
+needs_c = pytest.mark.skipif(_codec_cbackend is None, reason="C codec not built")
+
+# No deadline: CI shares two cores with other suites, and 65,000-byte payloads
+# take the Python backend a few hundred microseconds.
+codec_settings = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+# --------------------------------------------------------------- helpers
+def ref_checksum(data: bytes) -> int:
+    """RFC 1071 the slow, obvious way: 16-bit words, end-around carry each step."""
+    if len(data) & 1:
+        data += b"\0"
+    total = 0
+    for i in range(0, len(data), 2):
+        total += (data[i] << 8) | data[i + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def raw_segment(
+    options: bytes = b"",
+    payload: bytes = b"",
+    *,
+    offset_words: int | None = None,
+    flags: int = 0x10,
+    fix_checksum: bool = True,
+) -> bytes:
+    """A datagram built by hand (options as raw bytes), with a valid checksum."""
+    hl = 20 + len(options)
+    words = hl // 4 if offset_words is None else offset_words
+    head = struct.pack("!HHIIBBHHH", 1111, 2222, 7, 9, words << 4, flags, 100, 0, 0)
+    data = head + options + payload
+    if fix_checksum:
+        data = data[:16] + struct.pack("!H", ref_checksum(data)) + data[18:]
+    return data
+
+
+def with_valid_checksum(data: bytes) -> bytes:
+    """``data`` with bytes 16-17 set so that its checksum verifies."""
+    data = data[:16] + b"\0\0" + data[18:]
+    return data[:16] + struct.pack("!H", ref_checksum(data)) + data[18:]
+
+
+def decode_outcome(backend: Any, data: bytes) -> tuple[str, Any]:
+    """("ok", segment) or (exception class name, message): comparable across backends."""
+    try:
+        return "ok", backend.decode(data)
+    except SegmentError as exc:
+        return type(exc).__name__, str(exc)
+
+
+# ------------------------------------------------------------ strategies
+u16 = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 0xFFFFFFFF)
+KNOWN_KINDS = (0, 1, 2, 3, 4, 5, 8)
+unknown_kind = st.integers(6, 255).filter(lambda k: k not in KNOWN_KINDS)
+
+
+def option_size(opt: tuple[int, Any]) -> int:
+    kind, value = opt
+    return {2: 4, 3: 3, 4: 2, 8: 10}.get(kind) or (
+        2 + 8 * len(value) if kind == 5 else 2 + len(value)
+    )
+
+
+single_option = st.one_of(
+    st.tuples(st.just(2), u16),
+    st.tuples(st.just(3), st.integers(0, 255)),
+    st.tuples(st.just(4), st.none()),
+    st.tuples(st.just(5), st.lists(st.tuples(u32, u32), min_size=1, max_size=4).map(tuple)),
+    st.tuples(st.just(8), st.tuples(u32, u32)),
+    st.tuples(unknown_kind, st.binary(max_size=38)),
+)
+
+
+@st.composite
+def option_lists(draw: st.DrawFn) -> tuple[tuple[int, Any], ...]:
+    """Any options that fit in the 40-byte option area, in any order."""
+    budget, out = 40, []
+    for _ in range(draw(st.integers(0, 8))):
+        opt = draw(single_option)
+        if option_size(opt) <= budget:
+            budget -= option_size(opt)
+            out.append(opt)
+    return tuple(out)
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> bytes:
+    """Empty to 65,000 bytes, odd lengths too; big ones made from a seed (st.binary
+    seldom draws long values), some all-0xFF or all-zero for extreme sums."""
+    size = draw(st.one_of(st.integers(0, 64), st.integers(0, 2000), st.integers(0, 65000)))
+    kind = draw(st.sampled_from(["random", "random", "random", "ff", "zero"]))
+    if kind == "ff":
+        return b"\xff" * size
+    if kind == "zero":
+        return bytes(size)
+    return random.Random(draw(st.integers(0, 2**32))).randbytes(size)
+
+
+segments = st.builds(
+    Segment,
+    src_port=u16,
+    dst_port=u16,
+    seq=u32,
+    ack=u32,
+    flags=st.integers(0, 255),
+    window=u16,
+    urgent=u16,
+    options=option_lists(),
+    payload=payloads(),
+)
+
+
+# ------------------------------------------------------------- backends
+def test_c_backend_built() -> None:
+    """CI (RTCP_REQUIRE_C=1) must have the C codec; otherwise BACKEND must say what loaded."""
+    try:
+        from rtcp import _codec_c  # noqa: F401
+
+        c_importable = True
+    except ImportError:
+        c_importable = False
+    forced_python = os.environ.get("RTCP_PURE_PYTHON", "") not in ("", "0")
+    if os.environ.get("RTCP_REQUIRE_C") == "1":
+        assert c_importable, "RTCP_REQUIRE_C=1 but rtcp._codec_c does not import"
+        assert _codec_cbackend is not None
+        assert not forced_python, "RTCP_REQUIRE_C=1 contradicts RTCP_PURE_PYTHON"
+        assert segment.BACKEND == "c"
+    else:
+        assert segment.BACKEND == ("c" if c_importable and not forced_python else "python")
+    assert (segment.encode is _codec_py.encode) == (segment.BACKEND == "python")
+
+
+@pytest.mark.parametrize("value, expected", [("1", "python"), ("", None)])
+def test_pure_python_env_var(value: str, expected: str | None) -> None:
+    """RTCP_PURE_PYTHON=1 at import time forces the Python codec; unset, C if built."""
+    env = dict(os.environ, RTCP_PURE_PYTHON=value)
+    out = subprocess.run(
+        [sys.executable, "-c", "import rtcp.segment as s; print(s.BACKEND)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    ).stdout.strip()
+    assert out == (expected or ("c" if _codec_cbackend is not None else "python"))
+
+
+# ---------------------------------------------------------- round trips
+@codec_settings
+@given(seg=segments)
+def test_backends_agree_and_round_trip(seg: Segment) -> None:
+    encoded = [b.encode(seg) for b in ALL]
+    assert all(e == encoded[0] for e in encoded), "backends encode differently"
+    data = encoded[0]
+    assert (data[12] >> 4) * 4 == 20 + (sum(map(option_size, seg.options)) + 3) // 4 * 4
+    assert ref_checksum(data) == 0
+    for backend in ALL:
+        assert backend.internet_checksum(data) == 0
+        decoded = backend.decode(data)
+        assert decoded == seg
+        assert type(decoded) is Segment and type(decoded.payload) is bytes
+    for view in (bytearray(data), memoryview(data)):
+        assert all(b.decode(view) == seg for b in ALL)
+
+
+@codec_settings
+@given(seg=segments)
+def test_encode_accepts_bytes_like_payloads(seg: Segment) -> None:
+    expected = _codec_py.encode(seg)
+    for payload in (bytearray(seg.payload), memoryview(seg.payload)):
+        alt = dataclasses.replace(seg, payload=payload)
+        assert all(b.encode(alt) == expected for b in ALL)
+
+
+@codec_settings
+@given(seg=segments, nops=st.lists(st.integers(0, 3), min_size=8, max_size=8), eol=st.booleans())
+def test_foreign_option_layouts(seg: Segment, nops: list[int], eol: bool) -> None:
+    """Other stacks pad with NOPs anywhere and may end with EOL and junk after it."""
+    area = b""
+    for i, opt in enumerate(seg.options):
+        area += b"\x01" * nops[i % 8]
+        area += _codec_py.encode_options((opt,))
+    if eol:
+        area += b"\x00\x07\x07"  # EOL, then bytes decoding must ignore
+    area += b"\x01" * (-len(area) % 4)
+    assume(len(area) <= 40)
+    data = raw_segment(area, seg.payload[:300])
+    expected = ("ok", dataclasses.replace(
+        _codec_py.decode(data), options=seg.options
+    ))  # fmt: skip
+    assert all(decode_outcome(b, data) == expected for b in ALL)
+
+
+def test_many_layouts_beyond_the_parser_cache() -> None:
+    """The C backend compiles a parser per option layout, up to a bound: past it, still right."""
+    count = 0
+    for before in range(27):
+        for between in range(27 - before):
+            area = b"\x01" * before + b"\x02\x04\x05\xb4" + b"\x01" * between
+            area += b"\x08\x0a" + struct.pack("!II", before, between)
+            area += b"\x00" * (-len(area) % 4)
+            data = raw_segment(area, b"x" * (before + between))
+            for backend in ALL:
+                seg = backend.decode(data)
+                assert seg.options == ((2, 1460), (8, (before, between)))
+                assert seg.payload == b"x" * (before + between)
+            count += 1
+    assert count > 300
+    if _codec_cbackend is not None:
+        assert len(_codec_cbackend._PARSERS) <= _codec_cbackend._MAX_PARSERS
+
+
+# -------------------------------------------------------------- checksum
+@codec_settings
+@given(data=payloads())
+def test_checksum_backends_agree(data: bytes) -> None:
+    results = {b.internet_checksum(data) for b in ALL}
+    if _codec_cbackend is not None:
+        lib = _codec_cbackend.lib
+        results.add(lib.rtcp_checksum_portable(data, len(data)))
+        results.add(_codec_cbackend.internet_checksum(bytearray(data)))
+    if len(data) <= 4096:
+        results.add(ref_checksum(data))
+    assert len(results) == 1
+
+
+@codec_settings
+@given(data=st.binary(max_size=300), offset=st.integers(0, 7))
+def test_checksum_small_and_unaligned(data: bytes, offset: int) -> None:
+    """Short tails and buffers that do not start on an 8-byte boundary."""
+    view = memoryview(b"\x55" * offset + data)[offset:]
+    assert all(b.internet_checksum(view) == ref_checksum(data) for b in ALL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_checksum_known_answers(backend: Any) -> None:
+    ck = backend.internet_checksum
+    # RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to 0xddf2.
+    assert ck(bytes.fromhex("0001f203f4f5f6f7")) == 0xFFFF - 0xDDF2 == 0x220D
+    # A captured IPv4 header (the textbook one: 192.168.0.1 -> 192.168.0.199,
+    # UDP, total length 0x73).  By hand: 4500+0073+0000+4000+4011+c0a8+0001
+    # +c0a8+00c7 = 0x2479c; folded 0x479c + 0x2 = 0x479e; complement 0xb861,
+    # the checksum the capture carries.  With it in place the header verifies.
+    header = bytes.fromhex("45000073000040004011b861c0a80001c0a800c7")
+    assert ck(header[:10] + b"\0\0" + header[12:]) == 0xB861
+    assert ck(header) == 0
+    # RFC 1624 section 4: other words summing to 0xcd7a, a field m = 0x5555
+    # gives 0xdd2f; changing m to 0x3285 makes the sum 0xffff, whose
+    # checksum is 0x0000 (a "% 0xffff" shortcut gives 0xffff here).
+    assert ck(bytes.fromhex("cd7a5555")) == 0xDD2F
+    assert ck(bytes.fromhex("cd7a3285")) == 0x0000
+    # Sums that fold to 0xffff, against the all-zero sum (+0, checksum 0xffff).
+    assert ck(b"\xff\xff") == 0 and ck(b"\xff\xff" * 40000) == 0
+    assert ck(b"\x80\x00\x7f\xff") == 0
+    assert ck(b"") == 0xFFFF and ck(bytes(65536)) == 0xFFFF
+    # An odd final byte is padded with zero: it is the high byte of a word.
+    assert ck(b"\x01") == ck(b"\x01\x00") == 0xFEFF
+
+
+@codec_settings
+@given(seg=segments)
+def test_checksum_field_zero_when_sum_is_ffff(seg: Segment) -> None:
+    """Craft the payload's last word so the rest sums to 0xffff: the checksum field is 0x0000."""
+    payload = bytes(seg.payload[: len(seg.payload) & ~1]) or b"\0\0"
+    seg = dataclasses.replace(seg, payload=payload[:-2] + b"\0\0")
+    fix = _codec_py.encode(seg)[16:18]  # ~sum of the rest: that word makes it 0xffff
+    seg = dataclasses.replace(seg, payload=payload[:-2] + fix)
+    encoded = [b.encode(seg) for b in ALL]
+    assert all(e == encoded[0] for e in encoded)
+    assert encoded[0][16:18] == b"\0\0"
+    assert all(b.decode(encoded[0]) == seg for b in ALL)
+
+
+@codec_settings
+@given(seg=segments, data=st.data())
+def test_any_single_bit_flip_is_detected(seg: Segment, data: st.DataObject) -> None:
+    encoded = bytearray(_codec_py.encode(seg))
+    bit = data.draw(st.integers(0, len(encoded) * 8 - 1))
+    encoded[bit // 8] ^= 1 << (bit % 8)
+    for backend in ALL:
+        assert backend.internet_checksum(encoded) != 0
+        with pytest.raises(ChecksumError):
+            backend.decode(encoded)
+
+
+# ------------------------------------------------------ malformed input
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(max_size=120))
+def test_garbage_raises_only_segment_error(data: bytes) -> None:
+    outcomes = [decode_outcome(b, data) for b in ALL]
+    assert all(o == outcomes[0] for o in outcomes)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(min_size=20, max_size=120))
+def test_garbage_with_valid_checksum(data: bytes) -> None:
+    """Past the checksum, the structural checks: both backends agree on every verdict."""
+    data = with_valid_checksum(data)
+    outcomes = [decode_outcome(b, data) for b in ALL]
+    assert all(o == outcomes[0] for o in outcomes)
+    assert outcomes[0][0] in ("ok", "SegmentError")
+
+
+MALFORMED = {
+    "empty": b"",
+    "19 bytes": raw_segment()[:19],
+    "offset 0": raw_segment(offset_words=0),
+    "offset 4": raw_segment(offset_words=4),
+    "offset past datagram": raw_segment(b"\x01" * 4, offset_words=7),
+    "offset past datagram, no options": raw_segment(offset_words=6),
+    "option length 0": raw_segment(b"\x02\x00\x00\x00"),
+    "option length 1": raw_segment(b"\x63\x01\x00\x00"),
+    "option length past header": raw_segment(b"\x08\x0a\x00\x00"),
+    "unknown option past header": raw_segment(b"\x01\x63\x04\x00"),
+    "kind without length byte": raw_segment(b"\x01\x01\x01\x08"),
+    "MSS length 3": raw_segment(b"\x02\x03\x05\x00"),
+    "MSS length 5": raw_segment(b"\x02\x05\x05\xb4\x00\x00\x00\x00"),
+    "window scale length 4": raw_segment(b"\x03\x04\x07\x00"),
+    "SACK-permitted length 3": raw_segment(b"\x04\x03\x00\x00"),
+    "SACK length 2": raw_segment(b"\x05\x02\x00\x00"),
+    "SACK length 9": raw_segment(b"\x05\x09" + bytes(10)),
+    "SACK length 11": raw_segment(b"\x05\x0b" + bytes(10)),
+    "SACK five blocks": raw_segment(b"\x05\x2a" + bytes(38)),
+    "timestamps length 8": raw_segment(b"\x08\x08" + bytes(6)),
+    "timestamps length 12": raw_segment(b"\x08\x0c" + bytes(10) + b"\x00\x00"),
+    "bad checksum": raw_segment(fix_checksum=False, payload=b"data"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_rejected_alike(name: str) -> None:
+    data = MALFORMED[name]
+    outcomes = [decode_outcome(b, data) for b in ALL]
+    assert outcomes[0][0] == ("ChecksumError" if name == "bad checksum" else "SegmentError")
+    assert all(o == outcomes[0] for o in outcomes), outcomes
+
+
+def test_malformed_messages_say_what() -> None:
+    assert "20-byte" in decode_outcome(_codec_py, MALFORMED["19 bytes"])[1]
+    assert "data offset" in decode_outcome(_codec_py, MALFORMED["offset 4"])[1]
+    msg = decode_outcome(_codec_py, MALFORMED["MSS length 3"])[1]
+    assert "kind 2" in msg and "byte 20" in msg
+
+
+def test_eol_stops_decoding() -> None:
+    data = raw_segment(b"\x02\x04\x05\xb4\x00\x02\x01\x00", b"payload")
+    for backend in ALL:
+        assert backend.decode(data).options == ((2, 1460),)
+
+
+# ------------------------------------------------------ encode rejects
+VALID = Segment(1, 2, 3, 4, 0x10, 5, 0, ((8, (1, 2)),), b"x")
+BAD_SEGMENTS = {
+    "src_port 65536": dataclasses.replace(VALID, src_port=65536),
+    "dst_port -1": dataclasses.replace(VALID, dst_port=-1),
+    "seq 2**32": dataclasses.replace(VALID, seq=2**32),
+    "ack -1": dataclasses.replace(VALID, ack=-1),
+    "flags 256": dataclasses.replace(VALID, flags=256),
+    "window 65536": dataclasses.replace(VALID, window=65536),
+    "urgent 70000": dataclasses.replace(VALID, urgent=70000),
+    "float seq": dataclasses.replace(VALID, seq=1.0),
+    "None window": dataclasses.replace(VALID, window=None),
+    "str payload": dataclasses.replace(VALID, payload="text"),
+    "int payload": dataclasses.replace(VALID, payload=5),
+    "MSS 65536": dataclasses.replace(VALID, options=((2, 65536),)),
+    "window scale 256": dataclasses.replace(VALID, options=((3, 256),)),
+    "SACK-permitted value": dataclasses.replace(VALID, options=((4, 1),)),
+    "SACK no blocks": dataclasses.replace(VALID, options=((5, ()),)),
+    "SACK five blocks": dataclasses.replace(VALID, options=((5, ((1, 2),) * 5),)),
+    "SACK edge 2**32": dataclasses.replace(VALID, options=((5, ((1, 2**32),)),)),
+    "SACK block of 3": dataclasses.replace(VALID, options=((5, ((1, 2, 3),)),)),
+    "timestamps one value": dataclasses.replace(VALID, options=((8, (1,)),)),
+    "timestamps -1": dataclasses.replace(VALID, options=((8, (-1, 0)),)),
+    "EOL as option": dataclasses.replace(VALID, options=((0, b""),)),
+    "NOP as option": dataclasses.replace(VALID, options=((1, b""),)),
+    "kind 256": dataclasses.replace(VALID, options=((256, b""),)),
+    "kind as str": dataclasses.replace(VALID, options=(("8", (1, 2)),)),
+    "unknown value 39 bytes": dataclasses.replace(VALID, options=((99, bytes(39)),)),
+    "unknown value int": dataclasses.replace(VALID, options=((99, 7),)),
+    "options 42 bytes": dataclasses.replace(VALID, options=((8, (1, 2)),) * 4 + ((4, None),)),
+    "option not a pair": dataclasses.replace(VALID, options=((8, (1, 2), 3),)),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(BAD_SEGMENTS))
+def test_encode_rejects_out_of_range(backend: Any, name: str) -> None:
+    with pytest.raises(SegmentError):
+        backend.encode(BAD_SEGMENTS[name])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_encode_limits_exactly(backend: Any) -> None:
+    """The largest legal values encode, and 40 option bytes is allowed."""
+    top = Segment(65535, 65535, 2**32 - 1, 2**32 - 1, 255, 65535, 65535,
+                  ((5, ((2**32 - 1, 0),) * 4), (99, b"ab")), b"")  # fmt: skip
+    data = backend.encode(top)
+    assert len(data) == 60 and data[12] == 0xF0
+    assert backend.decode(data) == top
+    assert backend.encode(dataclasses.replace(VALID, options=((99, bytes(38)),)))
+
+
+# --------------------------------------------------------- known answers
+HAND_BUILT = {
+    # SYN: MSS 1432, window scale 7, SACK-permitted, timestamps (1, 0): 19
+    # option bytes padded to 20, so data offset 10 words (0xa0).
+    "SYN": (
+        Segment(40000, 7007, 0x01020304, 0, Flags.SYN, 65535, 0,
+                ((2, 1432), (3, 7), (4, None), (8, (1, 0)))),
+        "9c40 1b5f 01020304 00000000 a002 ffff 85ac 0000"
+        " 02040598 030307 0402 080a0000000100000000 00",
+    ),
+    "SYN-ACK": (
+        Segment(7007, 40000, 0xA0B0C0D0, 0x01020305, Flags.SYN | Flags.ACK, 65535, 0,
+                ((2, 1432), (4, None), (8, (5000, 1)), (3, 7))),
+        "1b5f 9c40 a0b0c0d0 01020305 a012 ffff 1191 0000"
+        " 02040598 0402 080a0000138800000001 030307 00",
+    ),
+    "ACK": (
+        Segment(40000, 7007, 0x01020305, 0xA0B0C0D1, Flags.ACK, 512, 0, ((8, (2, 5000)),)),
+        "9c40 1b5f 01020305 a0b0c0d1 8010 0200 4532 0000 080a0000000200001388 0000",
+    ),
+    "data": (
+        Segment(40000, 7007, 0x01020305, 0xA0B0C0D1, Flags.ACK | Flags.PSH, 512, 0, (),
+                b"hello"),
+        "9c40 1b5f 01020305 a0b0c0d1 5018 0200 4cec 0000 68656c6c6f",
+    ),
+    # FIN by hand: 9c40+1b5f+0102+030a+a0b0+c0d1+5011+0200 = 0x26f3d,
+    # folded 0x6f3f, complement 0x90c0.
+    "FIN": (
+        Segment(40000, 7007, 0x0102030A, 0xA0B0C0D1, Flags.FIN | Flags.ACK, 512),
+        "9c40 1b5f 0102030a a0b0c0d1 5011 0200 90c0 0000",
+    ),
+    "RST": (
+        Segment(7007, 40000, 0xA0B0C0D1, 0, Flags.RST, 0),
+        "1b5f 9c40 a0b0c0d1 00000000 5004 0000 96d9 0000",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(HAND_BUILT))
+def test_hand_built_segments(backend: Any, name: str) -> None:
+    seg, hex_bytes = HAND_BUILT[name]
+    expected = bytes.fromhex(hex_bytes.replace(" ", ""))
+    assert ref_checksum(expected) == 0
+    assert backend.encode(seg) == expected
+    assert backend.decode(expected) == seg
+
+
+# ------------------------------------------------------- Segment object
+def test_segment_type() -> None:
+    seg = Segment(1, 2, 3, 4, Flags.SYN | Flags.FIN, 5, payload=b"abc")
+    assert seg.seg_len == 5
+    assert Segment(1, 2, 3, 4, Flags.ACK, 5).seg_len == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seg.seq = 9  # type: ignore[misc]
+    assert not hasattr(seg, "__dict__")
+    assert issubclass(SegmentError, ValueError) and issubclass(ChecksumError, SegmentError)
+    from rtcp import SegmentError as exported
+
+    assert exported is SegmentError
+    assert [f.value for f in Flags] == [1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decoded_segment_is_a_real_segment(backend: Any) -> None:
+    """Decoders build Segments by a shortcut; the result must behave like Segment(...)."""
+    seg = HAND_BUILT["SYN-ACK"][0]
+    decoded = backend.decode(backend.encode(seg))
+    assert type(decoded) is Segment and decoded == seg and hash(decoded) == hash(seg)
+    assert repr(decoded) == repr(dataclasses.replace(seg, flags=int(seg.flags)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.ack = 1  # type: ignore[misc]
+    assert dataclasses.replace(decoded, seq=1).seq == 1
+    assert dataclasses.astuple(decoded)[:2] == (7007, 40000)
+    assert decoded.seg_len == 1
+
+
+@needs_c
+def test_c_encode_large_and_threaded() -> None:
+    """Beyond the per-thread scratch buffer, and two threads encoding at once."""
+    big = Segment(1, 2, 3, 4, 0x10, 5, 0, (), random.Random(3).randbytes(70001))
+    assert _codec_cbackend.encode(big) == _codec_py.encode(big)
+    segs = [dataclasses.replace(big, seq=i, payload=big.payload[: 1000 + i]) for i in range(40)]
+    expected = [_codec_py.encode(s) for s in segs]
+    failures = []
+
+    def worker() -> None:
+        for _ in range(50):
+            for seg, exp in zip(segs, expected, strict=True):
+                if _codec_cbackend.encode(seg) != exp:
+                    failures.append(seg.seq)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
