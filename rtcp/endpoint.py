@@ -25,7 +25,7 @@ from .core import events as ev
 from .core.connection import ACK, RST, SYN, Connection, State, reset_for
 from .core.cookies import check_cookie, make_cookie
 from .core.isn import initial_sequence_number, timestamp_offset
-from .segment import Segment, SegmentError
+from .segment import ChecksumError, Segment, SegmentError
 from .transport import DatagramTransport
 
 log = logging.getLogger("rtcp")
@@ -343,11 +343,11 @@ class Endpoint:
         self.stats.datagrams_received += 1
         try:
             seg = codec.decode(data)
+        except ChecksumError:
+            self.stats.checksum_failures += 1
+            return None
         except SegmentError:
-            if len(data) >= 20 and codec.internet_checksum(data) != 0:
-                self.stats.checksum_failures += 1
-            else:
-                self.stats.malformed += 1
+            self.stats.malformed += 1
             return None
         if self.tracer is not None:
             self._trace("on_segment", now, "in", self.local_address, addr, seg)

@@ -39,6 +39,7 @@ __all__ = [
     "decode",
     "encode",
     "internet_checksum",
+    "new_segment",
 ]
 
 #: Bytes in a header without options.
@@ -141,6 +142,11 @@ def _new_segment(
     seg.payload = payload
     seg.__class__ = Segment
     return seg  # type: ignore[no-any-return]
+
+
+#: Public name for the fast constructor: all nine fields, positionally, no
+#: defaults.  The protocol core builds every outgoing segment with it.
+new_segment = _new_segment
 
 
 def _select_backend() -> tuple[str, Any]:

@@ -19,7 +19,7 @@ import enum
 import random
 
 from ..config import HEADER_SIZE, Config
-from ..segment import Segment
+from ..segment import Segment, new_segment
 from . import events as ev
 from .ranges import RangeSet
 from .rto import RttEstimator
@@ -899,11 +899,13 @@ class Connection:
     def _emit_segment(self, seq: int, flags: int, payload: bytes, options: tuple) -> None:
         """Build one segment; every non-RST segment carries our current ACK."""
         if flags & RST:
-            seg = Segment(self.local_port, self.remote_port, seq & MASK, 0, RST, 0)
+            seg = new_segment(self.local_port, self.remote_port, seq & MASK, 0, RST, 0, 0, (),
+                              b"")
         else:
             flags |= ACK
-            seg = Segment(self.local_port, self.remote_port, seq & MASK, self.rcv_nxt & MASK,
-                          flags, self._window_field(), 0, options, payload)
+            seg = new_segment(self.local_port, self.remote_port, seq & MASK,
+                              self.rcv_nxt & MASK, flags, self._window_field(), 0, options,
+                              payload)
             self._last_ack_sent = self.rcv_nxt
             self._ack_now = False
             self._ack_pending = False
