@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codec_c import ffi, lib  # ImportError when the extension is absent
-from ._codec_py import ERR_OFFSET_PAST, decode_error, encode_options
+from ._codec_py import ERR_OFFSET_PAST, _pack_ts, decode_error, encode_options
 from .segment import Segment, SegmentError, _new_segment, _SegmentBuilder
 
 _checksum = lib.rtcp_checksum
@@ -228,7 +228,15 @@ def _encode_large(seg: Segment, ob: bytes, payload: Any) -> bytes:
 def encode(seg: Segment) -> bytes:
     """The datagram for ``seg`` with its checksum; SegmentError if anything is out of range."""
     opts = seg.options
-    ob = encode_options(opts) if opts else b""
+    if not opts:
+        ob = b""
+    elif len(opts) == 1 and len(opts[0]) == 2 and opts[0][0] == 8:  # data path: TS only
+        try:
+            ob = _pack_ts(8, 10, *opts[0][1])
+        except (struct.error, TypeError) as exc:
+            raise SegmentError(f"bad timestamps option {opts[0]!r:.100}: {exc}") from None
+    else:
+        ob = encode_options(opts)
     payload = seg.payload
     if payload.__class__ is not bytes:
         payload = _payload_buffer(payload)
