@@ -145,7 +145,7 @@ class Endpoint:
             self._forget(old, close_idle=False)  # reuse TIME_WAIT's 4-tuple (tcp_tw_reuse)
             self.stats.time_wait_reused += 1
         now = trio.current_time()
-        conn = self._new_connection(config, addr, remote_port, now)
+        conn = self._new_connection(config, addr, self.local_port, remote_port, now)
         slot = Slot(conn, key, addr, from_listener=False)
         slot.stream_open = True
         self._slots[key] = slot
@@ -153,11 +153,13 @@ class Endpoint:
         self.kick(slot)
         return slot
 
-    def _new_connection(self, config: Config, addr: tuple, remote_port: int,
+    def _new_connection(self, config: Config, addr: tuple, local_port: int, remote_port: int,
                         now: float) -> Connection:
-        local = (self.local_address[0], self.local_port)
+        # Header ports are the ones the peer knows: behind a NAT or a relay
+        # our header port is the port it sends to, not our socket's.
+        local = (self.local_address[0], local_port)
         remote = (addr[0], remote_port)
-        return Connection(config, self.local_port, remote_port,
+        return Connection(config, local_port, remote_port,
                           iss=initial_sequence_number(self._secret, local, remote, now),
                           now=now, max_datagram=self.max_datagram_for(addr, config),
                           ts_offset=timestamp_offset(self._secret, local, remote))
@@ -372,7 +374,7 @@ class Endpoint:
                        now: float) -> Slot | None:
         flags = seg.flags & (SYN | ACK | RST)
         ls = self._listen
-        if ls is not None and not ls.closed and seg.dst_port == self.local_port:
+        if ls is not None and not ls.closed:
             if flags == SYN:
                 return self._on_syn(ls, seg, size, addr, key, now)
             if flags == ACK:
@@ -394,7 +396,7 @@ class Endpoint:
         if self._half_open >= ls.config.syn_backlog:
             self._send_cookie(ls, seg, size, addr, now)
             return None
-        conn = self._new_connection(ls.config, addr, seg.src_port, now)
+        conn = self._new_connection(ls.config, addr, seg.dst_port, seg.src_port, now)
         slot = Slot(conn, key, addr, from_listener=True)
         slot.budget = size
         self._slots[key] = slot
@@ -410,7 +412,7 @@ class Endpoint:
                              mss_opt, now)
         our_mss = min(self.max_datagram_for(addr, ls.config) - 20, 0xFFFF)
         options = ((2, our_mss),) if size >= 24 else ()
-        synack = Segment(self.local_port, seg.src_port, isn, (seg.seq + 1) & 0xFFFFFFFF,
+        synack = Segment(seg.dst_port, seg.src_port, isn, (seg.seq + 1) & 0xFFFFFFFF,
                          SYN | ACK, min(ls.config.receive_buffer, 0xFFFF), 0, options)
         self.stats.syn_cookies_sent += 1
         self._send_segments([synack], addr)
@@ -423,9 +425,9 @@ class Endpoint:
         if mss is None or len(ls.queue) >= ls.config.backlog:
             return None
         conn = Connection.from_cookie(
-            ls.config, self.local_port, seg.src_port, iss=iss, irs=irs, mss=mss, now=now,
+            ls.config, seg.dst_port, seg.src_port, iss=iss, irs=irs, mss=mss, now=now,
             max_datagram=self.max_datagram_for(addr, ls.config),
-            ts_offset=timestamp_offset(self._secret, (self.local_address[0], self.local_port),
+            ts_offset=timestamp_offset(self._secret, (self.local_address[0], seg.dst_port),
                                        (addr[0], seg.src_port)))
         slot = Slot(conn, key, addr, from_listener=True)
         self._slots[key] = slot

@@ -410,3 +410,30 @@ async def test_ten_thousand_sequential_connections_need_no_fd_each() -> None:
         await listener.aclose()
     assert max_fds - fds_before <= 4
     assert listener.stats.connections_accepted == cycles
+
+
+async def test_through_a_relay_on_another_port() -> None:
+    # Header ports are the ones each side knows (SPEC 1): a relay or NAT in
+    # between may listen on any port and the connection still works.
+    from rtcp.relay import open_relay
+
+    with trio.fail_after(20):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+        async with open_relay(to=(LOOP, listener.local_address[1]), seed=1) as relay:
+            assert relay.listen_address[1] != listener.local_address[1]
+            async with trio.open_nursery() as n:
+                got: list = []
+
+                async def acc() -> None:
+                    got.append(await listener.accept())
+
+                n.start_soon(acc)
+                c = await rtcp.open_rtcp_stream(relay.listen_address[0], relay.listen_address[1])
+            s = got[0]
+            await c.send_all(b"via relay")
+            assert await s.receive_some() == b"via relay"
+            await s.send_all(b"and back")
+            assert await c.receive_some() == b"and back"
+            await c.aclose()
+            await s.aclose()
+        await listener.aclose()
