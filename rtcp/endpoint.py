@@ -502,8 +502,7 @@ class Endpoint:
         except Exception as exc:  # never raise from a system task
             log.exception("rtcp endpoint %s failed", self.local_address)
             for slot in list(self._slots.values()):
-                slot.conn._fail(ev.ConnectionReset())
-                slot.conn.error = ev.ConnectionTimedOut(f"endpoint failed: {exc!r}")
+                slot.conn._fail(ev.EndpointFailed(exc))
                 slot.lot.unpark_all()
         finally:
             self._closed = True

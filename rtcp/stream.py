@@ -44,8 +44,10 @@ class _Conflict:
 
 
 def _broken(conn_error: ev.Event | None) -> trio.BrokenResourceError:
-    if isinstance(conn_error, ev.ConnectionTimedOut):
-        cause: BaseException = TimeoutError(f"connection timed out ({conn_error.reason})")
+    if isinstance(conn_error, ev.EndpointFailed):
+        cause: BaseException = conn_error.exc
+    elif isinstance(conn_error, ev.ConnectionTimedOut):
+        cause = TimeoutError(f"connection timed out ({conn_error.reason})")
     else:
         cause = ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
     exc = trio.BrokenResourceError(str(cause))
@@ -324,6 +326,8 @@ async def _connect_slot(endpoint: Endpoint, addr: tuple, config: Config) -> Rtcp
         endpoint.release(slot)
         stream._closed = True
         err = conn.error
+        if isinstance(err, ev.EndpointFailed):
+            raise OSError(f"rtcp endpoint failed: {err.exc!r}") from err.exc
         if isinstance(err, ev.ConnectionTimedOut):
             raise TimeoutError(f"rtcp connect to {addr[0]} port {addr[1]} timed out "
                                f"after {config.connect_timeout} s")

@@ -55,3 +55,10 @@ class ConnectionTimedOut(Event):
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed(Event):
     """The connection reached CLOSED and holds no more state."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointFailed(Event):
+    """The trio layer under the connection failed; ``exc`` says why."""
+
+    exc: BaseException
