@@ -64,6 +64,11 @@ class Config:
     close_timeout: float = 10.0
     #: Initial congestion window in segments (RFC 6928).
     initial_window: int = 10
+    #: How a loss sets ssthresh: ``"westwood"`` (Westwood+: the measured
+    #: delivery rate times the minimum RTT, so random loss on a fast path does
+    #: not halve the rate) or ``"newreno"`` (RFC 5681/6582: half the flight).
+    #: Both use NewReno/SACK fast recovery.
+    congestion_control: str = "westwood"
     #: Offer SACK (RFC 2018), window scaling and timestamps (RFC 7323).
     sack: bool = True
     window_scale: bool = True
@@ -96,6 +101,8 @@ class Config:
         need(self.keepalive_count >= 1, "keepalive_count must be >= 1")
         need(self.backlog >= 1 and self.syn_backlog >= 1, "backlogs must be >= 1")
         need(self.initial_window >= 1, "initial_window must be >= 1")
+        need(self.congestion_control in ("westwood", "newreno"),
+             "congestion_control must be 'westwood' or 'newreno'")
         need(self.challenge_ack_limit >= 1, "challenge_ack_limit must be >= 1")
         need(self.max_ooo_segments >= 1, "max_ooo_segments must be >= 1")
 

@@ -98,8 +98,12 @@ def test_rto_backoff_and_user_timeout_when_peer_vanishes() -> None:
     assert any(isinstance(e, ev.ConnectionTimedOut) for e in p.events_a)
     assert p.now == pytest.approx(t0 + 10.0, abs=0.05)
     sends = [t for t, src, seg in p.log if src == "A>B" and seg.payload]
-    gaps = [round(b - a, 2) for a, b in zip(sends, sends[1:], strict=False)]
-    assert gaps[:3] == [1.0, 2.0, 4.0]  # exponential backoff
+    times = [round(t - sends[0], 2) for t in sends]
+    # A tail loss probe after 2 SRTT (RFC 8985), then RTOs with exponential
+    # backoff: 1 s, 2 s, 4 s after the first transmission.
+    # (one segment in flight: the probe also waits out a delayed ACK).
+    assert times[:5] == [0.0, 0.04 + 0.04 + 0.01, 1.0, 3.0, 7.0]
+    assert p.a.stats.tail_loss_probes == 1
 
 
 def test_keepalive_detects_dead_peer() -> None:

@@ -15,6 +15,7 @@ file has to think about wraparound.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import random
 
@@ -146,6 +147,19 @@ class Connection:
         self._lost = RangeSet()
         self._rtx_done = RangeSet()
         self._rtx_force = False
+        # Send times, for time-based loss detection (RACK-like, RFC 8985):
+        # new data in sequence order, and the latest retransmission per range.
+        self._xmit_starts: list[int] = []
+        self._xmit_times: list[float] = []
+        self._xmit_head = 0
+        self._rtx_time: dict[int, float] = {}
+        self._tlp_deadline: float | None = None
+        self._tlp_fired = False
+        # Westwood+ delivery-rate estimate (bytes/s) and minimum RTT.
+        self._bwe = 0.0
+        self._bw_bytes = 0
+        self._bw_t0 = now
+        self._min_rtt = 0.0
         self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self._rtt_seq: int | None = None  # Karn timing when timestamps are off
         self._rtt_time = 0.0
@@ -371,7 +385,8 @@ class Connection:
     def timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
         best: float | None = None
-        for t in (self._rto_deadline, self._delack_deadline, self._persist_deadline,
+        for t in (self._rto_deadline, self._tlp_deadline, self._delack_deadline,
+                  self._persist_deadline,
                   self._ka_deadline, self._timewait_deadline, self._connect_deadline,
                   self._orphan_deadline, self._user_deadline()):
             if t is not None and (best is None or t < best):
@@ -398,6 +413,8 @@ class Connection:
             return
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._on_rto(now)
+        elif self._tlp_deadline is not None and now >= self._tlp_deadline:
+            self._on_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._on_persist(now)
         if self._ka_deadline is not None and now >= self._ka_deadline:
@@ -672,7 +689,7 @@ class Connection:
                     lo = max(lo, self.snd_una)
                     hi = min(hi, self.snd_nxt)
                     if lo < hi:
-                        self._sacked.add(lo, hi)
+                        self._count_delivered(self._sacked.add(lo, hi), now)
         if self.snd_nxt > self.snd_una:
             self._detect_loss(old_una, now)
 
@@ -836,8 +853,17 @@ class Connection:
                 self._persist_deadline = now + self._rtt.rto * (1 << self._persist_backoff)
         if not sent_any and (self._ack_now or (self._ack_pending and self._delack_deadline is None)):
             self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
-        if self.snd_nxt > self.snd_una and self._rto_deadline is None:
-            self._rto_deadline = now + self._rtt.rto
+        if self.snd_nxt > self.snd_una:
+            if self._rto_deadline is None:
+                self._rto_deadline = now + self._rtt.rto
+            if (self._tlp_deadline is None and not self._tlp_fired and not self._in_recovery
+                    and self._rtt.has_sample and st in SENDING):
+                # Tail loss probe (RFC 8985 7.2): far sooner than an RTO, but
+                # after the peer's delayed ACK for a lone segment.
+                pto = max(2 * self._rtt.srtt, 0.002)
+                if self.snd_nxt - self.snd_una <= self.mss:
+                    pto += self.config.delayed_ack + 0.01
+                self._tlp_deadline = now + min(pto, self._rtt.rto)
 
     def _send_range(self, lo: int, hi: int, now: float, *, retransmit: bool,
                     options: tuple | None = None) -> None:
@@ -860,6 +886,11 @@ class Connection:
             if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = hi, now
         stats = self.stats
+        if not retransmit:
+            self._xmit_starts.append(lo)
+            self._xmit_times.append(now)
+        else:
+            self._rtx_time[lo] = now
         if retransmit:
             stats.segments_retransmitted += 1
             stats.bytes_retransmitted += len(payload)
@@ -1023,6 +1054,9 @@ class Connection:
                     self._sync_rtt_stats()
 
     def _sync_rtt_stats(self) -> None:
+        latest = self._rtt.latest
+        if latest and (not self._min_rtt or latest < self._min_rtt):
+            self._min_rtt = latest
         st = self.stats
         st.srtt, st.rttvar, st.rto = self._rtt.srtt, self._rtt.rttvar, self._rtt.rto
 
@@ -1042,6 +1076,17 @@ class Connection:
         self._lost.remove_below(ack)
         self._rtx_done.remove_below(ack)
         self._dupacks = 0
+        self._tlp_deadline = None
+        self._tlp_fired = False
+        self._count_delivered(acked, now)
+        starts = self._xmit_starts
+        head = self._xmit_head
+        while head + 1 < len(starts) and starts[head + 1] <= ack:
+            head += 1
+        if head >= 1024 and 2 * head >= len(starts):
+            del starts[:head], self._xmit_times[:head]
+            head = 0
+        self._xmit_head = head
         self._progress_time = now
         self._persist_backoff = 0
         self._rtt.reset_backoff() if self._rtt.has_sample else None
@@ -1056,6 +1101,7 @@ class Connection:
             if self.snd_una >= self._recover:
                 self._in_recovery = False
                 self._rtx_done.clear()
+                self._rtx_time.clear()
                 self.cwnd = max(min(self.ssthresh, self._pipe() + mss), 2 * mss)
             else:
                 # NewReno partial ACK (RFC 6582): the next hole is lost too.
@@ -1074,35 +1120,99 @@ class Connection:
                 self.cwnd += mss
         self.cwnd = min(self.cwnd, cap)
 
+    def _count_delivered(self, nbytes: int, now: float) -> None:
+        """Westwood+: one delivery-rate sample per RTT, low-pass filtered."""
+        self._bw_bytes += nbytes
+        dt = now - self._bw_t0
+        if dt >= max(self._rtt.srtt, 0.002):
+            sample = self._bw_bytes / dt
+            self._bwe = sample if not self._bwe else 0.875 * self._bwe + 0.125 * sample
+            self._bw_bytes = 0
+            self._bw_t0 = now
+
+    def _loss_ssthresh(self, flight: int) -> int:
+        mss = self._payload_room()
+        if self.config.congestion_control == "westwood" and self._bwe and self._min_rtt:
+            # Never below CUBIC's multiplicative decrease (0.7), so one random
+            # loss costs little while a standing queue still drains.
+            return max(int(self._bwe * self._min_rtt), (7 * flight) // 10, 2 * mss)
+        return max(flight // 2, 2 * mss)
+
+    def _reorder_time(self) -> float:
+        """How long past its send time an unacknowledged segment is lost (RACK)."""
+        if not self._rtt.has_sample:
+            return self._rtt.rto
+        srtt = self._rtt.srtt
+        return srtt + max(srtt / 4, 0.001)
+
+    def _sent_time(self, seq: int) -> float:
+        starts = self._xmit_starts
+        i = bisect.bisect_right(starts, seq, self._xmit_head) - 1
+        return self._xmit_times[i] if i >= self._xmit_head else self._created
+
     def _detect_loss(self, old_una: int, now: float) -> None:
         mss = self._payload_room()
+        sacked = self._sacked
+        deadline = now - self._reorder_time()
         if not self._in_recovery:
             if not (self._dupacks >= DUP_THRESH
-                    or self._sacked.covered_above(self.snd_una) >= DUP_THRESH * mss):
+                    or sacked.covered_above(self.snd_una) >= DUP_THRESH * mss
+                    or (sacked and self._sent_time(self.snd_una) < deadline)):
                 return
             self._in_recovery = True
             self._recover = self.snd_nxt
-            flight = self.snd_nxt - self.snd_una - self._sacked.total
-            self.ssthresh = max(flight // 2, 2 * mss)
-            self.cwnd = self.ssthresh
+            flight = self.snd_nxt - self.snd_una - sacked.total
+            self.ssthresh = self._loss_ssthresh(flight)
+            self.cwnd = min(self.cwnd, self.ssthresh)
             self._ca_acc = 0
             self._rtx_force = True
+            self._tlp_deadline = None
             self.stats.fast_retransmits += 1
-            if self._sacked:
+            if sacked:
                 self.stats.sack_recoveries += 1
             else:
                 hi = min(self.snd_una + mss, self.snd_nxt)
                 self._lost.add(self.snd_una, hi)
             self.stats.cwnd, self.stats.ssthresh = self.cwnd, self.ssthresh
-        if self._sacked:
-            # RFC 6675 IsLost: a hole with DupThresh segments SACKed above it.
-            top = self._sacked.last_end or self.snd_una
-            for lo, hi in list(self._sacked.holes(self.snd_una, top)):
-                if self._sacked.covered_above(hi) < DUP_THRESH * mss and lo != self.snd_una:
+        if not sacked:
+            return
+        # RFC 6675 IsLost (DupThresh segments SACKed above a hole), or RACK's
+        # rule: sent more than an RTT plus a reordering allowance ago.
+        lost, rtx_done, rtx_time = self._lost, self._rtx_done, self._rtx_time
+        top = sacked.last_end or self.snd_una
+        for lo, hi in list(sacked.holes(self.snd_una, top)):
+            by_count = lo == self.snd_una or sacked.covered_above(hi) >= DUP_THRESH * mss
+            for a, b in list(rtx_done.holes(lo, hi)):
+                if by_count or self._sent_time(a) < deadline:
+                    for c, d in list(lost.holes(a, b)):
+                        lost.add(c, d)
+            # A retransmission that should have been acknowledged by now was
+            # lost too: send it again instead of waiting for the RTO.
+            for s, e in list(rtx_done):
+                if e <= lo:
                     continue
-                for a, b in list(self._rtx_done.holes(lo, hi)):
-                    for c, d in list(self._lost.holes(a, b)):
-                        self._lost.add(c, d)
+                if s >= hi:
+                    break
+                a, b = max(s, lo), min(e, hi)
+                t = rtx_time.get(a)
+                if t is not None and t < deadline:
+                    rtx_done.remove(a, b)
+                    for c, d in list(lost.holes(a, b)):
+                        lost.add(c, d)
+
+    def _on_tlp(self, now: float) -> None:
+        """Tail loss probe: resend the last segment so its SACK reveals holes."""
+        self._tlp_deadline = None
+        if (self.snd_nxt == self.snd_una or self._in_recovery or self.state not in SENDING
+                or self._tlp_fired):
+            return
+        self._tlp_fired = True
+        self.stats.tail_loss_probes += 1
+        lo = max(self.snd_una, self.snd_nxt - self._payload_room())
+        if self._sacked.contains(lo, self.snd_nxt):
+            return
+        self._rtx_done.add(lo, self.snd_nxt)
+        self._send_range(lo, self.snd_nxt, now, retransmit=True)
 
     def _on_rto(self, now: float) -> None:
         self._rto_deadline = None
@@ -1116,8 +1226,10 @@ class Connection:
             return
         mss = self._payload_room()
         flight = self.snd_nxt - self.snd_una - self._sacked.total
-        self.ssthresh = max(flight // 2, 2 * mss)
+        self.ssthresh = self._loss_ssthresh(flight)
         self.cwnd = mss
+        self._rtx_time.clear()
+        self._tlp_deadline = None
         self._ca_acc = 0
         self._in_recovery = False
         self._dupacks = 0
@@ -1202,12 +1314,13 @@ class Connection:
         self._set_state(S.TIME_WAIT)
         self._timewait_deadline = now + 2 * self.config.msl
         self._rto_deadline = None
+        self._tlp_deadline = None
         self._persist_deadline = None
         self._ka_deadline = None
         self._orphan_deadline = None
 
     def _close_now(self) -> None:
-        for name in ("_rto_deadline", "_delack_deadline", "_persist_deadline", "_ka_deadline",
+        for name in ("_rto_deadline", "_tlp_deadline", "_delack_deadline", "_persist_deadline", "_ka_deadline",
                      "_timewait_deadline", "_connect_deadline", "_orphan_deadline"):
             setattr(self, name, None)
         self.snd_una = self.snd_nxt  # nothing outstanding any more

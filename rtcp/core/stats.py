@@ -31,6 +31,7 @@ class ConnectionStats:
     duplicate_segments: int = 0
     out_of_order_segments: int = 0
     fast_retransmits: int = 0
+    tail_loss_probes: int = 0
     timeouts: int = 0
     sack_recoveries: int = 0
     challenge_acks_sent: int = 0
