@@ -302,6 +302,14 @@ def _client_endpoint(family: int, addr: tuple, tracer: object | None) -> Endpoin
 async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
     if isinstance(host, bytes):
         host = host.decode()
+    # Numeric addresses need no resolver (trio's getaddrinfo may use a thread).
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        await trio.lowlevel.checkpoint()
+        return [(family, (host, port) if family == socket.AF_INET else (host, port, 0, 0))]
     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     out: list[tuple[int, tuple]] = []
     for family, _type, _proto, _canon, sockaddr in infos:
