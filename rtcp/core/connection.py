@@ -155,6 +155,7 @@ class Connection:
         self._rtx_time: dict[int, float] = {}
         self._tlp_deadline: float | None = None
         self._tlp_fired = False
+        self._rack_deadline: float | None = None
         # Westwood+ delivery-rate estimate (bytes/s) and minimum RTT.
         self._bwe = 0.0
         self._bw_bytes = 0
@@ -385,7 +386,8 @@ class Connection:
     def timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
         best: float | None = None
-        for t in (self._rto_deadline, self._tlp_deadline, self._delack_deadline,
+        for t in (self._rto_deadline, self._tlp_deadline, self._rack_deadline,
+                  self._delack_deadline,
                   self._persist_deadline,
                   self._ka_deadline, self._timewait_deadline, self._connect_deadline,
                   self._orphan_deadline, self._user_deadline()):
@@ -415,6 +417,12 @@ class Connection:
             self._on_rto(now)
         elif self._tlp_deadline is not None and now >= self._tlp_deadline:
             self._on_tlp(now)
+        if self._rack_deadline is not None and now >= self._rack_deadline:
+            # RACK's reorder timer: holes become lost by time alone, with no
+            # further ACK needed (RFC 8985 6.3).
+            self._rack_deadline = None
+            if self.snd_nxt > self.snd_una and self.state in SENDING:
+                self._detect_loss(self.snd_una, now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._on_persist(now)
         if self._ka_deadline is not None and now >= self._ka_deadline:
@@ -891,6 +899,8 @@ class Connection:
             self._xmit_times.append(now)
         else:
             self._rtx_time[lo] = now
+            if self._rack_deadline is None:  # time this retransmission too
+                self._rack_deadline = now + self._reorder_time()
         if retransmit:
             stats.segments_retransmitted += 1
             stats.bytes_retransmitted += len(payload)
@@ -1078,6 +1088,8 @@ class Connection:
         self._dupacks = 0
         self._tlp_deadline = None
         self._tlp_fired = False
+        if not self._sacked:
+            self._rack_deadline = None
         self._count_delivered(acked, now)
         starts = self._xmit_starts
         head = self._xmit_head
@@ -1157,7 +1169,9 @@ class Connection:
         if not self._in_recovery:
             if not (self._dupacks >= DUP_THRESH
                     or sacked.covered_above(self.snd_una) >= DUP_THRESH * mss
-                    or (sacked and self._sent_time(self.snd_una) < deadline)):
+                    or (sacked and self._sent_time(self.snd_una) <= deadline)):
+                if sacked:
+                    self._arm_rack(now)
                 return
             self._in_recovery = True
             self._recover = self.snd_nxt
@@ -1183,7 +1197,7 @@ class Connection:
         for lo, hi in list(sacked.holes(self.snd_una, top)):
             by_count = lo == self.snd_una or sacked.covered_above(hi) >= DUP_THRESH * mss
             for a, b in list(rtx_done.holes(lo, hi)):
-                if by_count or self._sent_time(a) < deadline:
+                if by_count or self._sent_time(a) <= deadline:
                     for c, d in list(lost.holes(a, b)):
                         lost.add(c, d)
             # A retransmission that should have been acknowledged by now was
@@ -1195,10 +1209,23 @@ class Connection:
                     break
                 a, b = max(s, lo), min(e, hi)
                 t = rtx_time.get(a)
-                if t is not None and t < deadline:
+                if t is not None and t <= deadline:
                     rtx_done.remove(a, b)
                     for c, d in list(lost.holes(a, b)):
                         lost.add(c, d)
+        self._arm_rack(now)
+
+    def _arm_rack(self, now: float) -> None:
+        """Time the earliest hole that is not yet lost but will be if no ACK comes."""
+        earliest: float | None = None
+        sacked, lost, rtx_done = self._sacked, self._lost, self._rtx_done
+        for lo, hi in sacked.holes(self.snd_una, sacked.last_end or self.snd_una):
+            for a, _b in lost.holes(lo, hi):
+                t = self._rtx_time.get(a) if rtx_done.contains(a, a + 1) else self._sent_time(a)
+                if t is not None and (earliest is None or t < earliest):
+                    earliest = t
+        self._rack_deadline = None if earliest is None else max(
+            earliest + self._reorder_time(), now + 0.0005)
 
     def _on_tlp(self, now: float) -> None:
         """Tail loss probe: resend the last segment so its SACK reveals holes."""
@@ -1320,7 +1347,7 @@ class Connection:
         self._orphan_deadline = None
 
     def _close_now(self) -> None:
-        for name in ("_rto_deadline", "_tlp_deadline", "_delack_deadline", "_persist_deadline", "_ka_deadline",
+        for name in ("_rto_deadline", "_tlp_deadline", "_rack_deadline", "_delack_deadline", "_persist_deadline", "_ka_deadline",
                      "_timewait_deadline", "_connect_deadline", "_orphan_deadline"):
             setattr(self, name, None)
         self.snd_una = self.snd_nxt  # nothing outstanding any more
