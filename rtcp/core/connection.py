@@ -487,13 +487,7 @@ class Connection:
             self.rcv_nxt = rcv_nxt + plen
             self.stats.bytes_received += plen
             self._events.append(ev.DataReceived(plen))
-            self._unacked_segments += 1
-            if self._unacked_segments >= 2 or self.config.delayed_ack == 0:
-                self._ack_now = True
-            else:
-                self._ack_pending = True
-                if self._delack_deadline is None:
-                    self._delack_deadline = now + self.config.delayed_ack
+            self._schedule_ack(now)
         else:
             if not (snd_una < ack <= self.snd_nxt) or self._in_recovery or self._sacked \
                     or self._lost:
@@ -794,13 +788,17 @@ class Connection:
             self.stats.bytes_received += delivered
             self._events.append(ev.DataReceived(delivered))
         if not self._ack_now:
-            self._unacked_segments += 1
-            if self._unacked_segments >= 2 or self.config.delayed_ack == 0:
-                self._ack_now = True
-            else:
-                self._ack_pending = True
-                if self._delack_deadline is None:
-                    self._delack_deadline = now + self.config.delayed_ack
+            self._schedule_ack(now)
+
+    def _schedule_ack(self, now: float) -> None:
+        """Delayed ACK: every second segment at once, else within ``delayed_ack``."""
+        self._unacked_segments += 1
+        if self._unacked_segments >= 2 or self.config.delayed_ack == 0:
+            self._ack_now = True
+        else:
+            self._ack_pending = True
+            if self._delack_deadline is None:
+                self._delack_deadline = now + self.config.delayed_ack
 
     # --------------------------------------------------------- send machinery
     def _payload_room(self) -> int:
