@@ -402,7 +402,10 @@ class Endpoint:
         self._slots[key] = slot
         conn.listen()
         conn.handle_segment(seg, now)
-        return slot
+        # Count it as half-open (and send the SYN-ACK) now, not after the whole
+        # receive batch: the next SYN of this batch must see the new count.
+        self._after(slot, now)
+        return None
 
     def _send_cookie(self, ls: _ListenState, seg: Segment, size: int, addr: tuple,
                      now: float) -> None:

@@ -35,6 +35,9 @@ TS_OPTION_SPACE = 12
 DEFAULT_MSS = 536
 DUP_THRESH = 3
 MAX_WSCALE = 14
+#: Most separate SACKed ranges the sender tracks; blocks that would add more are
+#: ignored (SACK is advisory, RFC 2018), which bounds memory and the work per ACK.
+MAX_SACK_RANGES = 64
 
 
 class State(enum.StrEnum):
@@ -136,6 +139,7 @@ class Connection:
         self._peer_mss = DEFAULT_MSS
         self._passive = False  # SYN_RECEIVED reached from LISTEN, not simultaneous open
         self._snd_wscale_offered = False
+        self._peer_sent_options = False
         self.mss = self._max_datagram - HEADER_SIZE  # payload per segment, set at handshake
         self.cwnd = 0
         self.ssthresh = 1 << 62
@@ -584,7 +588,7 @@ class Connection:
                 if (self._ts_recent_valid and not flags & RST
                         and seq_diff(tsval, self._ts_recent) < 0):
                     self.stats.dropped_segments += 1
-                    self._ack_now = True
+                    self._answer_unacceptable(plen, flags, now)
                     return
 
         # 1. sequence acceptability (RFC 9293 3.10.7.4)
@@ -601,6 +605,11 @@ class Connection:
         if not ok:
             if flags & RST:
                 return
+            if flags & SYN and st in SYNCHRONIZED:
+                # RFC 5961 4.2: any SYN, whatever its sequence number, gets a
+                # (throttled) challenge ACK.
+                self._challenge_ack(now)
+                return
             if st is S.TIME_WAIT and flags & FIN and seq + seg_len == self.rcv_nxt:
                 # The peer retransmitted its FIN: our last ACK was lost.  ACK it
                 # again and restart the 2 MSL timeout (RFC 9293 3.10.7.4).
@@ -609,7 +618,7 @@ class Connection:
                 self.stats.duplicate_segments += 1
             else:
                 self.stats.dropped_segments += 1
-            self._ack_now = True
+            self._answer_unacceptable(plen, flags, now)
             # With a zero window the peer's ACKs still matter (RFC 9293 3.10.7.4).
             if wnd <= 0 and flags & ACK and not flags & SYN:
                 self._on_ack(seg, unwrap(seg.ack, self.snd_una), seq, now, plen)
@@ -637,11 +646,13 @@ class Connection:
         if not flags & ACK:
             return
 
-        if tsval is not None and seq <= self._last_ack_sent:
+        ack = unwrap(seg.ack, self.snd_una)
+        # TS.Recent (RFC 7323 R3) only from a segment whose ACK is acceptable: one
+        # that RFC 5961 5.2 discards must not make PAWS drop the real peer's segments.
+        if (tsval is not None and seq <= self._last_ack_sent
+                and self.snd_una - max(self._max_snd_wnd, 1) <= ack <= self.snd_nxt):
             self._ts_recent = tsval
             self._ts_recent_valid = True
-
-        ack = unwrap(seg.ack, self.snd_una)
         # 4. ACK processing
         if st is S.SYN_RECEIVED:
             if self.snd_una < ack <= self.snd_nxt:
@@ -665,11 +676,9 @@ class Connection:
 
     def _on_ack(self, seg: Segment, ack: int, seq: int, now: float, plen: int) -> bool:
         """ACK field processing; False when the segment must be dropped."""
-        if ack > self.snd_nxt:
-            self._ack_now = True  # acks something we never sent (RFC 5961 5.2)
-            return False
-        if ack < self.snd_una - max(self._max_snd_wnd, 1):
-            self._ack_now = True
+        if ack > self.snd_nxt or ack < self.snd_una - max(self._max_snd_wnd, 1):
+            # Acks something never sent, or far too old (RFC 5961 5.2): discard.
+            self._answer_unacceptable(plen, seg.flags, now)
             return False
         st = self.state
         old_una = self.snd_una
@@ -690,7 +699,8 @@ class Connection:
                     hi = unwrap(right, self.snd_una)
                     lo = max(lo, self.snd_una)
                     hi = min(hi, self.snd_nxt)
-                    if lo < hi:
+                    if lo < hi and (len(self._sacked) < MAX_SACK_RANGES
+                                    or self._sacked.touches(lo, hi)):
                         self._count_delivered(self._sacked.add(lo, hi), now)
         if self.snd_nxt > self.snd_una:
             self._detect_loss(old_una, now)
@@ -815,7 +825,10 @@ class Connection:
             # 1. retransmit what is marked lost, within cwnd (one forced).
             while self._lost:
                 lo, hi = self._lost.first  # type: ignore[misc]
-                hi = min(hi, lo + room)
+                # A whole segment from the hole's start (SACKed bytes inside it
+                # are resent too): tiny SACK islands must not each become a tiny
+                # datagram.
+                hi = min(lo + room, self.snd_nxt)
                 if not self._rtx_force and self._pipe() + (hi - lo) > self.cwnd:
                     break
                 self._rtx_force = False
@@ -986,8 +999,12 @@ class Connection:
     # -------------------------------------------------------------- handshake
     def _send_syn(self, now: float) -> None:
         cfg = self.config
-        opts: list = [(OPT_MSS, min(self._max_datagram - HEADER_SIZE, 0xFFFF))]
         syn_ack = self.state is S.SYN_RECEIVED
+        opts: list = []
+        if not syn_ack or self._peer_sent_options:
+            # A SYN-ACK to an option-less SYN stays as small as that SYN (no
+            # amplification budget to spare); the peer then assumes 536.
+            opts.append((OPT_MSS, min(self._max_datagram - HEADER_SIZE, 0xFFFF)))
         if cfg.window_scale and (not syn_ack or self._snd_wscale_offered):
             opts.append((OPT_WSCALE, self._rcv_wscale))
         if cfg.sack and (not syn_ack or self._sack_ok):
@@ -1017,6 +1034,7 @@ class Connection:
         cfg = self.config
         mss = _find_option(seg.options, OPT_MSS)
         self._peer_mss = mss if mss else DEFAULT_MSS
+        self._peer_sent_options = bool(seg.options)
         ws = _find_option(seg.options, OPT_WSCALE)
         if ws is not None and cfg.window_scale:
             self._snd_wscale = min(ws, MAX_WSCALE)
@@ -1192,8 +1210,19 @@ class Connection:
         # rule: sent more than an RTT plus a reordering allowance ago.
         lost, rtx_done, rtx_time = self._lost, self._rtx_done, self._rtx_time
         top = sacked.last_end or self.snd_una
-        for lo, hi in list(sacked.holes(self.snd_una, top)):
-            by_count = lo == self.snd_una or sacked.covered_above(hi) >= DUP_THRESH * mss
+        holes = list(sacked.holes(self.snd_una, top))
+        # SACKed bytes above each hole, in one pass from the top (not per hole).
+        above: list[int] = []
+        ranges = list(sacked)
+        j, acc = len(ranges), 0
+        for _lo, hi in reversed(holes):
+            while j and ranges[j - 1][0] >= hi:
+                j -= 1
+                acc += ranges[j][1] - ranges[j][0]
+            above.append(acc)
+        above.reverse()
+        for (lo, hi), sacked_above in zip(holes, above, strict=True):
+            by_count = lo == self.snd_una or sacked_above >= DUP_THRESH * mss
             for a, b in list(rtx_done.holes(lo, hi)):
                 if by_count or self._sent_time(a) <= deadline:
                     for c, d in list(lost.holes(a, b)):
@@ -1310,6 +1339,19 @@ class Connection:
             if window > 0:
                 self._persist_deadline = None
                 self._persist_backoff = 0
+
+    def _answer_unacceptable(self, plen: int, flags: int, now: float) -> None:
+        """ACK a segment that failed the sequence, PAWS or ACK checks.
+
+        Data (or SYN/FIN) is answered at once, as RFC 9293 says.  A bare ACK is
+        answered within the challenge-ACK budget (RFC 5961 7): otherwise two
+        desynchronised ends ACK each other forever (an ACK storm; Linux rate-limits
+        the same replies with tcp_invalid_ratelimit).
+        """
+        if plen or flags & (SYN | FIN):
+            self._ack_now = True
+        else:
+            self._challenge_ack(now)
 
     def _challenge_ack(self, now: float) -> None:
         if now - self._chack_window >= 1.0:

@@ -84,6 +84,11 @@ class RangeSet:
         self._ends.clear()
         self.total = 0
 
+    def touches(self, start: int, end: int) -> bool:
+        """Whether adding ``[start, end)`` would merge with an existing range."""
+        i = bisect.bisect_left(self._ends, start)
+        return i < len(self._starts) and self._starts[i] <= end
+
     def contains(self, start: int, end: int) -> bool:
         """Whether all of ``[start, end)`` is in the set."""
         i = bisect.bisect_right(self._starts, start) - 1
