@@ -1161,8 +1161,14 @@ class Connection:
     def _loss_ssthresh(self, flight: int) -> int:
         mss = self._payload_room()
         if self.config.congestion_control == "westwood" and self._bwe and self._min_rtt:
-            # Never below CUBIC's multiplicative decrease (0.7), so one random
-            # loss costs little while a standing queue still drains.
+            # TCP Veno's test: with (almost) no standing queue -- the latest RTT
+            # near the minimum -- a loss is random, not congestion, and costs
+            # only a small decrease.  Otherwise Westwood+: the delivery rate
+            # times the minimum RTT, never below CUBIC's 0.7.
+            rtt = self._rtt.latest or self._rtt.srtt
+            backlog = self.cwnd * (1 - self._min_rtt / rtt) if rtt > self._min_rtt else 0.0
+            if backlog < 3 * mss:
+                return max((9 * self.cwnd) // 10, 2 * mss)
             return max(int(self._bwe * self._min_rtt), (7 * flight) // 10, 2 * mss)
         return max(flight // 2, 2 * mss)
 
