@@ -1,0 +1,723 @@
+"""The ``rtcp`` command line: an echo demo, file transfer and the impairment relay.
+
+Commands (SPEC.md section 3)::
+
+    rtcp demo                                     # echo server + client on loopback, with a ladder
+    rtcp echo-server [--host HOST] [--port PORT]  # default port 7007, until Ctrl-C
+    rtcp echo-client HOST PORT [MESSAGE ...]      # messages, or stdin lines when none are given
+    rtcp send HOST PORT FILE
+    rtcp recv [--host HOST] --port PORT --output FILE
+    rtcp relay --listen [HOST:]PORT --to HOST:PORT [--loss P] ...
+
+Exit status: 0 on success; 1 for a runtime error (refused, timed out, connection broken,
+unreadable file, short transfer, SHA-256 mismatch); 2 for a usage error (bad option, bad port,
+bad relay value); 130 when Ctrl-C interrupts a client or a transfer. The servers (echo-server,
+relay) stop on Ctrl-C by design and exit 0. Every error is one line on stderr,
+``rtcp: error: ...``; ``--verbose`` adds the traceback of an unexpected internal error.
+
+File transfer framing (``send`` -> ``recv``): a header ``!8sBHQ`` (magic ``RTCPFILE``,
+version 1, name length, file size), the file's base name in UTF-8, the file's bytes, then the
+32-byte SHA-256 of those bytes; the sender then half-closes. The receiver answers with the
+SHA-256 of what it received and closes, so both sides print and compare both digests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import trio
+
+from . import __version__
+from .config import HEADER_SIZE, MAX_UDP_PAYLOAD, Config
+from .relay import add_relay_arguments, run_relay_from_args
+from .stream import RtcpListener, RtcpStream, open_rtcp_listeners, open_rtcp_stream
+from .trace import LadderTracer, LoggingTracer, MultiTracer, PcapTracer, Tracer, format_address
+
+DEFAULT_PORT = 7007
+DEFAULT_TIMEOUT = 10.0
+CHUNK = 256 * 1024
+FILE_MAGIC = b"RTCPFILE"
+FILE_VERSION = 1
+FILE_HEADER = struct.Struct("!8sBHQ")  # magic, version, name length, size
+DIGEST_SIZE = 32
+MAX_NAME = 4096
+SERVERS = frozenset({"echo-server", "relay"})  # Ctrl-C is their normal stop: exit 0
+DEMO_MESSAGES = ("hello", "ladder diagrams")
+DEMO_BULK = 16_384
+
+
+class CliError(Exception):
+    """A runtime failure with a one-line message for the user (exit status 1)."""
+
+
+class UsageError(CliError):
+    """A bad value found after parsing (exit status 2)."""
+
+
+# ------------------------------------------------------------------ argument types
+
+
+def _port(text: str, *, low: int = 1) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not low <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: must be in {low}..65535")
+    return port
+
+
+_listen_port = functools.partial(_port, low=0)
+_listen_port.__name__ = "port"  # type: ignore[attr-defined]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: must be a positive number")
+    return value
+
+
+def _datagram(text: str) -> int:
+    low = HEADER_SIZE + 64  # what Config accepts
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not low <= value <= MAX_UDP_PAYLOAD:
+        raise argparse.ArgumentTypeError(
+            f"invalid datagram size {text!r}: must be in {low}..{MAX_UDP_PAYLOAD}")
+    return value
+
+
+# ------------------------------------------------------------------ parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"rtcp: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_common(p: argparse.ArgumentParser, *, trace: bool = True) -> None:
+    """The options every connection command shares (see ``_session``)."""
+    g = p.add_argument_group("connection options")
+    if trace:
+        g.add_argument("--trace", action="store_true",
+                       help="draw a ladder diagram of segments and state changes on stderr")
+    g.add_argument("--pcap", metavar="FILE",
+                   help="write every segment as TCP/IP to a pcap file (Wireshark, tshark)")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log connection events (-v: state changes, -vv: every segment)")
+    g.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="connect timeout, and how long the peer may make no progress before "
+                        f"giving up (default {DEFAULT_TIMEOUT:g})")
+    g.add_argument("--max-datagram", type=_datagram, default=Config().max_datagram,
+                   metavar="BYTES",
+                   help="largest UDP payload sent (default %(default)s; up to 65507 on "
+                        "loopback)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rtcp`` argument parser with one subparser per command."""
+    parser = _Parser(
+        prog="rtcp",
+        description="rtcp: a reliable, TCP-like transport over UDP. Start with 'rtcp demo'.",
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage error, 130 Ctrl-C during a "
+               "client or transfer (servers exit 0 on Ctrl-C).")
+    parser.add_argument("--version", action="version", version=f"rtcp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="echo server and client on loopback, with a ladder trace",
+                       description="Start an echo server on 127.0.0.1 (a free port) in this "
+                                   "process, exchange a few messages with it and draw the "
+                                   "connection as a ladder diagram on stdout.")
+    p.add_argument("messages", nargs="*", metavar="MESSAGE",
+                   help=f"messages to echo (default: {' '.join(map(repr, DEMO_MESSAGES))} "
+                        f"and {DEMO_BULK:,} bytes of bulk data)")
+    _add_common(p, trace=False)
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("echo-server", help="echo every connection's bytes back, until Ctrl-C",
+                       description="Listen for rtcp connections and echo back everything "
+                                   "each one sends until it sends EOF, then close it. Prints "
+                                   "one line with the listening addresses, then one per "
+                                   "connection. Ctrl-C stops it (exit 0).")
+    p.add_argument("--host", help="address to listen on (default: every IPv4 and IPv6 address)")
+    p.add_argument("--port", type=_listen_port, default=DEFAULT_PORT,
+                   help="UDP port (default %(default)s; 0 picks a free one)")
+    _add_common(p)
+    p.set_defaults(func=_echo_server)
+
+    p = sub.add_parser("echo-client", help="send messages to an echo server, print the echoes",
+                       description="Connect, send each MESSAGE (or, with none, each line of "
+                                   "stdin) and print its echo; then send EOF, wait for the "
+                                   "server to close, and exit.")
+    p.add_argument("host", metavar="HOST", help="the echo server's name or address")
+    p.add_argument("port", metavar="PORT", type=_port, help="its UDP port (default server: 7007)")
+    p.add_argument("messages", nargs="*", metavar="MESSAGE",
+                   help="messages to send, one at a time (default: read lines from stdin)")
+    _add_common(p)
+    p.set_defaults(func=_echo_client)
+
+    p = sub.add_parser("send", help="send a file to 'rtcp recv'",
+                       description="Send FILE to a receiver started with 'rtcp recv'; both "
+                                   "sides print the SHA-256 and the transfer fails (exit 1) "
+                                   "unless they match.")
+    p.add_argument("host", metavar="HOST", help="the receiver's name or address")
+    p.add_argument("port", metavar="PORT", type=_port, help="the receiver's UDP port")
+    p.add_argument("file", metavar="FILE", help="the file to send")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_send)
+
+    p = sub.add_parser("recv", help="receive one file from 'rtcp send', then exit",
+                       description="Wait for one 'rtcp send', save the file and check its "
+                                   "SHA-256; exit 0 only when it matches the sender's.")
+    p.add_argument("--host", help="address to listen on (default: every IPv4 and IPv6 address)")
+    p.add_argument("-p", "--port", type=_listen_port, required=True,
+                   help="UDP port (0 picks a free one, printed at start)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="where to save the file (a directory: keep the sender's file name)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_recv)
+
+    p = sub.add_parser("relay", help="UDP relay that drops, delays, reorders, corrupts",
+                       description="Forward datagrams between clients and a server, impairing "
+                                   "them on the way (rtcp's own netem). Ctrl-C stops it and "
+                                   "prints what it did.")
+    add_relay_arguments(p)
+    p.set_defaults(func=_relay)
+    return parser
+
+
+# ------------------------------------------------------------------ shared plumbing
+
+
+@dataclass
+class Session:
+    """What one command run shares: the Config and the tracer built from its options."""
+
+    args: argparse.Namespace
+    config: Config
+    tracer: Tracer | None
+
+    def close(self) -> None:
+        if self.tracer is not None:
+            self.tracer.close()
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log records without their tracebacks: the CLI shows those only with --verbose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record)
+
+
+def _setup_logging(verbose: int) -> None:
+    """-v: INFO, -vv: DEBUG, with timestamps; otherwise warnings only, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_OneLineFormatter("rtcp: warning: %(message)s"))
+    level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def _session(args: argparse.Namespace, ladder: object | None = None) -> Session:
+    """Build the Config and tracers from the common options (``ladder``: a text file)."""
+    tracers: list[Tracer] = [LoggingTracer()] if args.verbose else []
+    if ladder is None and getattr(args, "trace", False):
+        ladder = sys.stderr
+    if ladder is not None:
+        tracers.append(LadderTracer(ladder))  # type: ignore[arg-type]
+    if args.pcap:
+        try:
+            tracers.append(PcapTracer(args.pcap))
+        except OSError as exc:
+            raise CliError(f"cannot write pcap file {args.pcap}: {exc.strerror or exc}") from None
+    tracer = None if not tracers else tracers[0] if len(tracers) == 1 else MultiTracer(*tracers)
+    t = args.timeout
+    config = Config(max_datagram=args.max_datagram, connect_timeout=t, close_timeout=t)
+    if args.command == "echo-server":
+        # Idle clients may stay; vanished ones are found by keepalive within ~2 * timeout.
+        config = config.replace(keepalive_idle=t, keepalive_interval=max(t / 4, 0.5),
+                                keepalive_count=4)
+    return Session(args, config, tracer)
+
+
+def _where(host: str, port: int) -> str:
+    return format_address((host, port))
+
+
+async def _connect(s: Session, host: str, port: int) -> RtcpStream:
+    """open_rtcp_stream with every failure turned into a one-line CliError."""
+    where = _where(host, port)
+    try:
+        return await open_rtcp_stream(host, port, config=s.config, tracer=s.tracer)
+    except ConnectionRefusedError:
+        raise CliError(f"connection refused by {where}") from None
+    except TimeoutError:
+        raise CliError(f"connection to {where} timed out after "
+                       f"{s.config.connect_timeout:g} s") from None
+    except socket.gaierror as exc:
+        raise CliError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    except OSError as exc:
+        raise CliError(f"cannot connect to {where}: {exc.strerror or exc}") from None
+
+
+async def _listen(s: Session, host: str | None, port: int) -> list[RtcpListener]:
+    try:
+        return await open_rtcp_listeners(port, host=host, config=s.config, tracer=s.tracer)
+    except socket.gaierror as exc:
+        raise CliError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {_where(host or '*', port)}: "
+                       f"{exc.strerror or exc}") from None
+
+
+def _addresses(listeners: Sequence[RtcpListener]) -> str:
+    return ", ".join(format_address(lst.local_address) for lst in listeners)
+
+
+@contextlib.asynccontextmanager
+async def _closing(stream: RtcpStream) -> AsyncIterator[RtcpStream]:
+    """Close gracefully on success; on any error or cancellation, abort (RST) at once."""
+    try:
+        yield stream
+    except BaseException:
+        stream.abort()
+        raise
+    await stream.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _stall_guard(stream: RtcpStream, timeout: float, what: str,
+                       on_tick: Callable[[], None] | None = None) -> AsyncIterator[None]:
+    """Fail with CliError if no new data moves either way for ``timeout`` seconds.
+
+    Progress is new bytes sent or received (not ACKs or keepalives), so a peer that
+    answers but never echoes or never finishes still times out. ``on_tick`` runs
+    every 0.1 s (the sender's progress bar).
+    """
+    stalled = False
+    async with trio.open_nursery() as nursery:
+        async def watch() -> None:
+            nonlocal stalled
+            stats = stream.stats
+            last, since = -1, trio.current_time()
+            while True:
+                await trio.sleep(0.1)
+                if on_tick is not None:
+                    on_tick()
+                moved = stats.bytes_sent + stats.bytes_received
+                if moved != last:
+                    last, since = moved, trio.current_time()
+                elif trio.current_time() - since >= timeout:
+                    stalled = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch)
+        try:
+            yield
+        finally:
+            nursery.cancel_scope.cancel()
+    if stalled:
+        peer = format_address(stream.remote_address)
+        raise CliError(f"timed out {what}: no progress from {peer} for {timeout:g} s")
+
+
+async def _receive_exactly(stream: RtcpStream, n: int) -> bytes:
+    """Up to ``n`` bytes: fewer only when the peer sent EOF first."""
+    buf = bytearray()
+    while len(buf) < n:
+        data = await stream.receive_some(n - len(buf))
+        if not data:
+            break
+        buf += data
+    return bytes(buf)
+
+
+async def _drain(stream: RtcpStream) -> int:
+    """Read until EOF; returns how many unexpected bytes came."""
+    extra = 0
+    while data := await stream.receive_some():
+        extra += len(data)
+    return extra
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+# ------------------------------------------------------------------ echo
+
+
+async def _echo_handler(stream: RtcpStream, *, log: bool = True) -> None:
+    """Echo until EOF, then close; a broken connection ends just this one."""
+    peer = format_address(stream.remote_address)
+    if log:
+        _out(f"{peer}: connected")
+    total = 0
+    try:
+        async with _closing(stream):
+            while data := await stream.receive_some():
+                await stream.send_all(data)
+                total += len(data)
+    except trio.BrokenResourceError as exc:
+        if log:
+            _out(f"{peer}: connection lost after {total:,} bytes ({exc.__cause__ or exc})")
+        return
+    if log:
+        _out(f"{peer}: closed, {total:,} bytes echoed")
+
+
+async def _echo_server(s: Session) -> None:
+    args = s.args
+    listeners = await _listen(s, args.host, args.port)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, _echo_handler, listeners)
+        _out(f"rtcp echo-server: listening on {_addresses(listeners)}")
+
+
+async def _echo_session(s: Session, stream: RtcpStream, messages: Sequence[bytes] | None,
+                        show: Callable[[bytes], None]) -> None:
+    """Send each message (or stdin line when ``messages`` is None) and show its echo."""
+    timeout = s.args.timeout
+
+    async def exchange(data: bytes) -> None:
+        await stream.send_all(data)
+        async with _stall_guard(stream, timeout, "waiting for the echo"):
+            echo = await _receive_exactly(stream, len(data))
+        if len(echo) < len(data):
+            raise CliError(f"the server closed the connection after echoing "
+                           f"{len(echo)} of {len(data)} bytes")
+        show(echo)
+
+    if messages is not None:
+        for message in messages:
+            await exchange(message)
+    else:
+        stdin = sys.stdin.buffer if sys.stdin is not None else None
+        if stdin is not None and stdin.isatty():
+            print("rtcp: type lines to send; Ctrl-D to finish", file=sys.stderr)
+        while stdin is not None:
+            line = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
+            if not line:
+                break
+            await exchange(line)
+    await stream.send_eof()
+    async with _stall_guard(stream, timeout, "waiting for the server to close"):
+        extra = await _drain(stream)
+    if extra:
+        raise CliError(f"the server sent {extra} bytes nobody asked for")
+
+
+def _show_echo(echo: bytes) -> None:
+    out = sys.stdout.buffer
+    out.write(echo if echo.endswith(b"\n") else echo + b"\n")
+    out.flush()
+
+
+async def _echo_client(s: Session) -> None:
+    args = s.args
+    stream = await _connect(s, args.host, args.port)
+    async with _closing(stream):
+        messages = [m.encode() for m in args.messages] or None
+        await _echo_session(s, stream, messages, _show_echo)
+
+
+async def _demo(s: Session) -> None:
+    listeners = await open_rtcp_listeners(0, host="127.0.0.1", config=s.config)
+    host, port = listeners[0].local_address[:2]
+    handler = functools.partial(_echo_handler, log=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handler, listeners)
+        _out(f"rtcp demo: echo server on {_where(host, port)}; the client's view of the "
+             f"connection follows\n(left: client states, arrows: segments with relative "
+             f"seq/ack, right: server states as inferred)\n")
+        stream = await _connect(s, host, port)
+        messages = [m.encode() for m in s.args.messages or DEMO_MESSAGES]
+        if not s.args.messages:
+            messages.append(bytes(range(256)) * (DEMO_BULK // 256))
+
+        def show(echo: bytes) -> None:
+            if len(echo) > 80:
+                _out(f"echo: {len(echo):,} bytes")
+            else:
+                _out(f"echo: {echo.decode(errors='replace')}")
+
+        async with _closing(stream):
+            await _echo_session(s, stream, messages, show)
+        stats = stream.stats
+        if s.tracer is not None:
+            s.tracer.close()  # flush the ladder before the summary
+        _out(f"\ndone: {stats.segments_sent} segments sent, {stats.segments_received} "
+             f"received, srtt {stats.srtt * 1000:.2f} ms; the client stays in TIME_WAIT.\n"
+             f"Two hosts: 'rtcp echo-server' on one, 'rtcp echo-client HOST {DEFAULT_PORT} "
+             f"hello' on the other (add --trace).")
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ file transfer
+
+
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, description: str,
+              total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields ``update(bytes_done)``. Off unless a TTY."""
+    if args.quiet or args.trace or args.verbose or not sys.stderr.isatty():
+        yield lambda done: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return f"{nbytes:,} bytes in {seconds:.2f} s ({nbytes / max(seconds, 1e-9) / 1e6:.2f} MB/s)"
+
+
+def _compare(ours: bytes, theirs: bytes, peer: str, our_role: str, their_role: str) -> None:
+    _out(f"sha256 {ours.hex()}  ({our_role})")
+    _out(f"sha256 {theirs.hex()}  ({their_role} by {peer})")
+    if ours != theirs:
+        raise CliError(f"SHA-256 mismatch: {our_role} {ours.hex()[:16]}..., "
+                       f"{their_role} {theirs.hex()[:16]}...")
+    _out("OK: SHA-256 matches")
+
+
+async def _send(s: Session) -> None:
+    args = s.args
+    path = Path(args.file)
+    try:
+        file = open(path, "rb")
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    with file:
+        size = os.fstat(file.fileno()).st_size
+        if path.is_dir():
+            raise CliError(f"cannot read {args.file}: is a directory")
+        name = path.name.encode()[:MAX_NAME]
+        stream = await _connect(s, args.host, args.port)
+        peer = _where(args.host, args.port)
+        header = FILE_HEADER.pack(FILE_MAGIC, FILE_VERSION, len(name), size) + name
+        digest = hashlib.sha256()
+        start = time.monotonic()
+        with _progress(args, f"send {path.name}", size) as update:
+            stats = stream.stats
+            base = stats.bytes_sent
+
+            def tick() -> None:
+                update(max(0, min(size, stats.bytes_sent - base - len(header))))
+
+            async with _closing(stream), _stall_guard(stream, args.timeout, "sending",
+                                                      on_tick=tick):
+                await stream.send_all(header)
+                sent = 0
+                while chunk := await trio.to_thread.run_sync(file.read, CHUNK):
+                    digest.update(chunk)
+                    await stream.send_all(chunk)
+                    sent += len(chunk)
+                if sent != size:
+                    raise CliError(f"{args.file} changed size while being sent")
+                await stream.send_all(digest.digest())
+                await stream.send_eof()
+                reply = await _receive_exactly(stream, DIGEST_SIZE)
+                if len(reply) < DIGEST_SIZE:
+                    raise CliError(f"{peer} closed the connection without confirming "
+                                   f"the file (short or rejected transfer)")
+                await _drain(stream)
+            tick()
+    _out(f"sent {path.name}: {_rate(size, time.monotonic() - start)}")
+    _compare(digest.digest(), reply, peer, "sent", "received")
+
+
+async def _accept_one(listeners: list[RtcpListener]) -> RtcpStream:
+    """The first connection on any listener; the listeners are closed afterwards."""
+    accepted: list[RtcpStream] = []
+    async with trio.open_nursery() as nursery:
+        async def accept(listener: RtcpListener) -> None:
+            stream = await listener.accept()
+            if accepted:
+                stream.abort()
+                return
+            accepted.append(stream)
+            nursery.cancel_scope.cancel()
+
+        for listener in listeners:
+            nursery.start_soon(accept, listener)
+    for listener in listeners:
+        await listener.aclose()
+    return accepted[0]
+
+
+def _target(output: Path, name: str) -> Path:
+    if not output.is_dir():
+        return output
+    base = Path(name).name
+    if base in ("", ".", ".."):
+        raise CliError(f"the sender's file name {name!r} is not usable; give --output a file")
+    return output / base
+
+
+async def _recv(s: Session) -> None:
+    args = s.args
+    output = Path(args.output)
+    parent = output if output.is_dir() else output.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise CliError(f"cannot write {args.output}: {parent} is not a writable directory")
+    listeners = await _listen(s, args.host, args.port)
+    _out(f"rtcp recv: listening on {_addresses(listeners)}, saving to {args.output}")
+    stream = await _accept_one(listeners)
+    peer = format_address(stream.remote_address)
+    async with _closing(stream), _stall_guard(stream, args.timeout, "receiving"):
+        head = await _receive_exactly(stream, FILE_HEADER.size)
+        magic, version, name_len, size = (FILE_HEADER.unpack(head)
+                                          if len(head) == FILE_HEADER.size else (b"", 0, 0, 0))
+        if magic != FILE_MAGIC or version != FILE_VERSION:
+            raise CliError(f"{peer} is not an 'rtcp send' (version {FILE_VERSION})")
+        name = (await _receive_exactly(stream, name_len)).decode(errors="replace")
+        target = _target(output, name)
+        _out(f"receiving {name} ({size:,} bytes) from {peer} into {target}")
+        digest = hashlib.sha256()
+        got = 0
+        start = time.monotonic()
+        try:
+            file = open(target, "wb")
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+        with file, _progress(args, f"recv {name}", size) as update:
+            while got < size:
+                data = await stream.receive_some(min(CHUNK, size - got))
+                if not data:
+                    break
+                file.write(data)
+                digest.update(data)
+                got += len(data)
+                update(got)
+        if got < size:
+            raise CliError(f"short file: {peer} closed after {got:,} of {size:,} bytes; "
+                           f"{target} is incomplete")
+        theirs = await _receive_exactly(stream, DIGEST_SIZE)
+        if len(theirs) < DIGEST_SIZE:
+            raise CliError(f"{peer} closed before sending its SHA-256")
+        ours = digest.digest()
+        await stream.send_all(ours)
+        await stream.send_eof()
+        await _drain(stream)
+    _out(f"received {name}: {_rate(got, time.monotonic() - start)}")
+    _compare(ours, theirs, peer, "received", "sent")
+
+
+# ------------------------------------------------------------------ relay
+
+
+async def _relay(s: Session) -> None:
+    try:
+        await run_relay_from_args(s.args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ------------------------------------------------------------------ main
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _report(exc: BaseException, args: argparse.Namespace) -> int:
+    """Turn whatever ended the run into one stderr line and an exit status."""
+    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)] or [exc]
+    if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+        return 0 if args.command in SERVERS else 130
+    err = leaves[0]
+    status = 1
+    if isinstance(err, UsageError):
+        message, status = str(err), 2
+    elif isinstance(err, CliError):
+        message = str(err)
+    elif isinstance(err, trio.BrokenResourceError):
+        message = f"connection broken: {err.__cause__ or err}"
+    elif isinstance(err, BrokenPipeError):
+        # stdout went away (e.g. piped into head): say nothing more there.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        message = "broken pipe on output"
+    elif isinstance(err, OSError):
+        message = err.strerror or str(err)
+    else:
+        message = f"internal error: {type(err).__name__}: {err}"
+        if args.verbose:
+            traceback.print_exception(exc)
+        else:
+            message += " (run with --verbose for the traceback)"
+    print(f"rtcp: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``rtcp`` command line; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        if not hasattr(args, "verbose"):
+            args.verbose = 0
+        _setup_logging(args.verbose)
+        session: Session | None = None
+        func: Callable[[Session], Awaitable[None]] = args.func
+        try:
+            if args.command == "relay":
+                session = Session(args, Config(), None)
+            else:
+                session = _session(args, sys.stdout if args.command == "demo" else None)
+            trio.run(func, session)
+            return 0
+        except BaseException as exc:  # every failure becomes one line
+            if isinstance(exc, SystemExit):
+                raise
+            return _report(exc, args)
+        finally:
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    session.close()
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,344 @@
+"""The ``rtcp`` command line, run as subprocesses on 127.0.0.1.
+
+Every run is bounded by a subprocess timeout (and the in-test peers by trio.fail_after).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from scapy.all import IP, TCP, rdpcap  # type: ignore[attr-defined]
+
+import rtcp
+from rtcp.cli import DIGEST_SIZE, FILE_HEADER, FILE_MAGIC, FILE_VERSION
+from tests.netns import Background, lines, rtcp_command, rtcp_env, run_rtcp
+
+LOOP = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def echo_server() -> Iterator[Background]:
+    with Background("echo-server", "--host", LOOP, "--port", "0") as server:
+        yield server
+    assert server.returncode == 0, server.stderr  # Ctrl-C is a normal stop
+    assert "Traceback" not in server.stderr
+
+
+def closed_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOP, 0))
+        return s.getsockname()[1]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int,
+                          *fragments: str) -> None:
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rtcp: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in err[0]
+
+
+def assert_in_order(text: list[str], patterns: list[str]) -> None:
+    """Each regex matches a line after the previous one's match."""
+    pos = 0
+    for pattern in patterns:
+        for i in range(pos, len(text)):
+            if re.search(pattern, text[i]):
+                pos = i + 1
+                break
+        else:
+            raise AssertionError(f"{pattern!r} not found after line {pos}:\n" + "\n".join(text))
+
+
+# ---------------------------------------------------------------- help and usage
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["echo-server"], ["echo-client"], ["send"],
+                                     ["recv"], ["relay"]])
+def test_help(command: list[str]) -> None:
+    result = run_rtcp(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: rtcp {' '.join(command)}".rstrip())
+    if not command:
+        for name in ("demo", "echo-server", "echo-client", "send", "recv", "relay"):
+            assert name in result.stdout
+    elif command != ["relay"]:
+        for option in ("--trace", "--pcap", "--verbose", "--timeout", "--max-datagram"):
+            assert option in result.stdout or command == ["demo"] and option == "--trace"
+
+
+@pytest.mark.parametrize("args", [
+    ["echo-client", LOOP, "70000", "hi"],
+    ["echo-client", LOOP, "http", "hi"],
+    ["recv", "--port", "-1", "--output", "x"],
+    ["echo-server", "--port", "65536"],
+    ["echo-client", LOOP, "7007", "--timeout", "0"],
+    ["send", LOOP, "7007"],
+    ["relay", "--listen", "0", "--to", "127.0.0.1:9", "--loss", "2"],
+    [],
+])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    assert_one_line_error(run_rtcp(*args), 2)
+
+
+# ---------------------------------------------------------------- runtime errors
+
+
+def test_refused_is_one_line() -> None:
+    port = closed_udp_port()
+    result = run_rtcp("echo-client", LOOP, str(port), "hi")
+    assert_one_line_error(result, 1, f"connection refused by {LOOP}:{port}")
+
+
+def test_connect_timeout() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LOOP, 0))
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = run_rtcp("echo-client", LOOP, str(port), "hi", "--timeout", "0.5")
+    assert_one_line_error(result, 1, "timed out after 0.5 s")
+    assert time.monotonic() - started < 10
+
+
+def test_bad_address() -> None:
+    assert_one_line_error(run_rtcp("echo-client", "no-such-host.invalid", "7007", "hi"), 1,
+                          "cannot resolve 'no-such-host.invalid'")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.bin"
+    assert_one_line_error(run_rtcp("send", LOOP, "7007", str(missing)), 1,
+                          f"cannot read {missing}")
+
+
+def test_listen_address_in_use(echo_server: Background) -> None:
+    result = run_rtcp("echo-server", "--host", LOOP, "--port", str(echo_server.port))
+    assert_one_line_error(result, 1, "cannot listen on", "in use")
+
+
+def test_recv_output_dir_missing(tmp_path: Path) -> None:
+    result = run_rtcp("recv", "--port", "0", "--output", str(tmp_path / "no" / "f"))
+    assert_one_line_error(result, 1, "cannot write")
+
+
+# ---------------------------------------------------------------- echo
+
+
+def test_echo_messages(echo_server: Background) -> None:
+    result = run_rtcp("echo-client", LOOP, str(echo_server.port), "hello", "world")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\nworld\n"
+    assert result.stderr == ""
+
+
+def test_echo_stdin(echo_server: Background) -> None:
+    result = run_rtcp("echo-client", LOOP, str(echo_server.port), input="one\ntwo two\nlast")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "one\ntwo two\nlast\n"
+
+
+def test_echo_client_times_out_without_echo(tmp_path: Path) -> None:
+    """A server that accepts but never answers (here: recv) cannot hang the client."""
+    with Background("recv", "--host", LOOP, "--port", "0", "--output",
+                    str(tmp_path / "f")) as receiver:
+        started = time.monotonic()
+        result = run_rtcp("echo-client", LOOP, str(receiver.port), "hi", "--timeout", "0.5")
+    assert_one_line_error(result, 1, "timed out waiting for the echo")
+    assert time.monotonic() - started < 10
+
+
+def test_echo_client_ctrl_c_exits_130(echo_server: Background) -> None:
+    proc = subprocess.Popen(rtcp_command("echo-client", LOOP, str(echo_server.port)),
+                            env=rtcp_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"abc\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"abc\n"  # connected and echoing: now interrupt
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert b"Traceback" not in err
+
+
+def test_trace_ladder(echo_server: Background) -> None:
+    result = run_rtcp("echo-client", LOOP, str(echo_server.port), "hi", "--trace")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\n"
+    ladder = lines(result.stderr)
+    assert re.match(rf"\[1\] [\d.]+:\d+ <-> {LOOP}:{echo_server.port}", ladder[0])
+    assert_in_order(ladder, [
+        r"^SYN_SENT +-- SYN seq=0 -->$",
+        r"^ +<-- SYN,ACK seq=0 ack=1 -- +\(SYN_RECEIVED\)$",
+        r"^ESTABLISHED +-- ACK ack=1 --> +\(ESTABLISHED\)$",
+        r"-- PSH,ACK seq=1 ack=1 len=2 -->",
+        r"<-- PSH,ACK seq=1 ack=3 len=2 --",
+        r"^FIN_WAIT_1 +-- FIN,ACK seq=3 ack=3 --> +\(CLOSE_WAIT\)$",
+        r"<-- FIN,ACK seq=3 ack=4 -- +\(LAST_ACK\)$",
+        r"^TIME_WAIT +-- ACK ack=4 --> +\(CLOSED\)$",
+    ])
+
+
+def test_pcap_parses_as_tcp(echo_server: Background, tmp_path: Path) -> None:
+    pcap = tmp_path / "client.pcap"
+    result = run_rtcp("echo-client", LOOP, str(echo_server.port), "hello", "--pcap", str(pcap))
+    assert result.returncode == 0, result.stderr
+    packets = [p for p in rdpcap(str(pcap))]
+    assert all(IP in p and TCP in p for p in packets)
+    client_port = packets[0][TCP].sport
+    assert {p[TCP].dport for p in packets if p[TCP].sport == client_port} == {echo_server.port}
+    assert all(p[IP].src == LOOP and p[IP].dst == LOOP for p in packets)
+
+    def side(p: object) -> str:
+        return "c" if p[TCP].sport == client_port else "s"  # type: ignore[index]
+
+    tcp = [p[TCP] for p in packets]
+    syn, synack, ack = tcp[:3]
+    assert (side(packets[0]), str(syn.flags)) == ("c", "S")
+    assert (side(packets[1]), str(synack.flags)) == ("s", "SA")
+    isn_c, isn_s = syn.seq, synack.seq
+    assert synack.ack == isn_c + 1
+    assert (str(ack.flags), ack.seq, ack.ack) == ("A", isn_c + 1, isn_s + 1)
+
+    n = len(b"hello")
+    data = [(side(p), t) for p, t in zip(packets, tcp, strict=True) if bytes(t.payload)]
+    assert [(s, bytes(t.payload)) for s, t in data] == [("c", b"hello"), ("s", b"hello")]
+    assert data[0][1].seq == isn_c + 1
+    assert (data[1][1].seq, data[1][1].ack) == (isn_s + 1, isn_c + 1 + n)
+
+    fins = [(side(p), t) for p, t in zip(packets, tcp, strict=True) if "F" in str(t.flags)]
+    assert [s for s, _ in fins] == ["c", "s"]  # the client closes first
+    (_, fin_c), (_, fin_s) = fins
+    assert fin_c.seq == isn_c + 1 + n
+    assert (fin_s.seq, fin_s.ack) == (isn_s + 1 + n, isn_c + 2 + n)
+    last = tcp[-1]
+    assert side(packets[-1]) == "c" and str(last.flags) == "A"
+    assert (last.seq, last.ack) == (isn_c + 2 + n, isn_s + 2 + n)
+    for p, t in zip(packets, tcp, strict=True):  # every number within the connection's space
+        isn_out, isn_in = (isn_c, isn_s) if side(p) == "c" else (isn_s, isn_c)
+        assert 0 <= t.seq - isn_out <= n + 2
+        if "A" in str(t.flags):
+            assert 1 <= t.ack - isn_in <= n + 2
+
+
+def test_demo() -> None:
+    result = run_rtcp("demo")
+    assert result.returncode == 0, result.stderr
+    assert "echo: hello" in result.stdout
+    assert_in_order(lines(result.stdout), [r"^SYN_SENT +-- SYN seq=0 -->", r"^ESTABLISHED",
+                                           r"^\s+\.\.\. \d+ segments", r"^FIN_WAIT_1",
+                                           r"^TIME_WAIT", r"^done: "])
+
+
+# ---------------------------------------------------------------- file transfer
+
+
+def sha256_lines(text: str) -> set[str]:
+    return set(re.findall(r"^sha256 ([0-9a-f]{64}) ", text, re.MULTILINE))
+
+
+def test_send_recv_file(tmp_path: Path) -> None:
+    payload = os.urandom(1 << 20)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    target = tmp_path / "received.bin"
+    with Background("recv", "--host", LOOP, "--port", "0", "--output", str(target)) as recv:
+        sent = run_rtcp("send", LOOP, str(recv.port), str(source))
+        recv.wait(timeout=30)
+    expected = hashlib.sha256(payload).hexdigest()
+    assert sent.returncode == 0, sent.stderr
+    assert recv.returncode == 0, recv.stderr
+    assert target.read_bytes() == payload
+    assert sha256_lines(sent.stdout) == {expected}
+    assert sha256_lines(recv.stdout) == {expected}
+    assert "OK: SHA-256 matches" in sent.stdout and "OK: SHA-256 matches" in recv.stdout
+    assert sent.stderr == "" and recv.stderr == ""  # no progress bar without a terminal
+
+
+def test_recv_into_directory_keeps_name(tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("rtcp\n" * 1000)
+    out_dir = tmp_path / "inbox"
+    out_dir.mkdir()
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(out_dir), "-q") as recv:
+        sent = run_rtcp("send", LOOP, str(recv.port), str(source), "--quiet")
+        recv.wait(timeout=30)
+    assert sent.returncode == 0 and recv.returncode == 0, (sent.stderr, recv.stderr)
+    assert (out_dir / "notes.txt").read_bytes() == source.read_bytes()
+
+
+def _header(size: int, name: bytes = b"x.bin") -> bytes:
+    return FILE_HEADER.pack(FILE_MAGIC, FILE_VERSION, len(name), size) + name
+
+
+async def _fake_sender(port: int, body: bytes) -> bytes:
+    """Send ``body`` raw to a recv, half-close, return what it answers before closing.
+
+    A recv that rejects the transfer aborts (RST): that ends the reply too.
+    """
+    with trio.fail_after(15):
+        stream = await rtcp.open_rtcp_stream(LOOP, port)
+        await stream.send_all(body)
+        await stream.send_eof()
+        reply = b""
+        with contextlib.suppress(trio.BrokenResourceError):
+            while data := await stream.receive_some():
+                reply += data
+        await stream.aclose()
+        return reply
+
+
+async def test_recv_short_file_fails(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(target)) as recv:
+        await _fake_sender(recv.port, _header(1000) + b"x" * 10)
+        await trio.to_thread.run_sync(recv.wait)
+    assert_one_line_error(recv.result(), 1, "short file", "10 of 1,000 bytes")
+
+
+async def test_recv_digest_mismatch_fails(tmp_path: Path) -> None:
+    body = b"y" * 5000
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(tmp_path / "o")) as recv:
+        reply = await _fake_sender(recv.port, _header(len(body)) + body + bytes(DIGEST_SIZE))
+        await trio.to_thread.run_sync(recv.wait)
+    assert reply == hashlib.sha256(body).digest()  # it still tells the sender what it got
+    assert_one_line_error(recv.result(), 1, "SHA-256 mismatch")
+
+
+async def test_send_detects_wrong_reply(tmp_path: Path) -> None:
+    """A receiver answering with a different digest makes send exit 1."""
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"z" * 3000)
+
+    async def bad_receiver(stream: rtcp.RtcpStream) -> None:
+        while await stream.receive_some():
+            pass
+        await stream.send_all(b"\x01" * DIGEST_SIZE)
+        await stream.aclose()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            [listener] = await nursery.start(
+                lambda task_status: rtcp.serve_rtcp(bad_receiver, 0, host=LOOP,
+                                                    task_status=task_status))
+            port = listener.local_address[1]
+            result = await trio.to_thread.run_sync(
+                lambda: run_rtcp("send", LOOP, str(port), str(source)))
+            nursery.cancel_scope.cancel()
+    assert_one_line_error(result, 1, "SHA-256 mismatch")
