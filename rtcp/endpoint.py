@@ -264,8 +264,6 @@ class Endpoint:
             if isinstance(e, ev.StateChanged):
                 if self.tracer is not None:
                     self._trace("on_state", now, self.local_address, slot.addr, e.old, e.new)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s <-> %s: %s -> %s", self.local_address, slot.addr, e.old, e.new)
                 if slot.from_listener:
                     if e.old == "SYN_RECEIVED":
                         self._half_open -= 1
@@ -492,6 +490,12 @@ class Endpoint:
                     slot = self._on_datagram(data, addr, now)
                     if slot is not None:
                         dirty.append(slot)
+                        # Events (state changes, accepts) at once, in datagram
+                        # order; the replies go out after the batch, coalesced.
+                        events = slot.conn.events()
+                        if events:
+                            self._on_events(slot, events, now)
+                            slot.lot.unpark_all()
                 self._on_unreachable(now)
                 self._fire_timers(now)
                 self._dirty = []
