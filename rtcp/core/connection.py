@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import enum
 import random
+from collections import deque
 
 from ..config import HEADER_SIZE, Config
 from ..segment import Segment, new_segment
@@ -176,10 +177,11 @@ class Connection:
         # --- receive side ---
         self.irs = 0
         self.rcv_nxt = 0
-        # In-order data for the application: _rcvbuf[_rcv_off:] (the read
-        # prefix is cut only when large, as for the send buffer).
-        self._rcvbuf = bytearray()
+        # In-order data for the application: the segments' payloads as they
+        # arrived (no copy on arrival); _rcv_off bytes of the first are read.
+        self._rcvbuf: deque[bytes] = deque()
         self._rcv_off = 0
+        self._rcv_bytes = 0
         self._ooo: dict[int, bytes] = {}
         self._ooo_ranges = RangeSet()
         self._last_ooo: tuple[int, int] | None = None
@@ -278,29 +280,33 @@ class Connection:
     @property
     def readable(self) -> int:
         """Bytes :meth:`receive` can return now."""
-        return len(self._rcvbuf) - self._rcv_off
+        return self._rcv_bytes
 
     def receive(self, max_bytes: int, now: float) -> bytes:
         """Take up to ``max_bytes`` of in-order data; may queue a window update."""
-        buf = self._rcvbuf
-        off = self._rcv_off
-        n = min(max_bytes, len(buf) - off)
+        n = min(max_bytes, self._rcv_bytes)
         if n <= 0:
             return b""
-        if off == 0 and n == len(buf):
-            data = bytes(buf)
-            buf.clear()
+        buf = self._rcvbuf
+        off = self._rcv_off
+        first = buf[0]
+        if off == 0 and len(first) == n:
+            data = buf.popleft()  # the common bulk case: no copy at all
         else:
-            with memoryview(buf) as view:
-                data = bytes(view[off:off + n])
-            off += n
-            if off == len(buf):
-                buf.clear()
-                off = 0
-            elif off >= 65536 and 2 * off >= len(buf):
-                del buf[:off]
-                off = 0
+            parts = []
+            need = n
+            while need:
+                chunk = buf[0]
+                take = min(need, len(chunk) - off)
+                parts.append(chunk[off:off + take] if (off or take < len(chunk)) else chunk)
+                need -= take
+                off += take
+                if off == len(chunk):
+                    buf.popleft()
+                    off = 0
             self._rcv_off = off
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._rcv_bytes -= n
         if self.state in RECEIVING:
             # Tell the peer about the opened window once it grew enough (no SWS).
             grow = (self.rcv_nxt + self._free_space()) - self._rcv_adv
@@ -487,7 +493,8 @@ class Connection:
                 return False
             if tsval is not None and rcv_nxt <= self._last_ack_sent:
                 self._ts_recent = tsval
-            self._rcvbuf += payload
+            self._rcvbuf.append(payload)
+            self._rcv_bytes += plen
             self.rcv_nxt = rcv_nxt + plen
             self.stats.bytes_received += plen
             self._events.append(ev.DataReceived(plen))
@@ -774,12 +781,14 @@ class Connection:
         for lo, hi in list(self._ooo_ranges.holes(seq, end)):
             piece = payload[lo - seq: hi - seq]
             if lo == self.rcv_nxt:
-                self._rcvbuf += piece
+                self._rcvbuf.append(piece)
+                self._rcv_bytes += len(piece)
                 self.rcv_nxt = hi
                 delivered += hi - lo
                 while self.rcv_nxt in self._ooo:
                     chunk = self._ooo.pop(self.rcv_nxt)
-                    self._rcvbuf += chunk
+                    self._rcvbuf.append(chunk)
+                    self._rcv_bytes += len(chunk)
                     self.rcv_nxt += len(chunk)
                     delivered += len(chunk)
                 self._ooo_ranges.remove_below(self.rcv_nxt)
@@ -967,10 +976,10 @@ class Connection:
         self._out.append(seg)
 
     def _free_space(self) -> int:
-        return max(0, self.config.receive_buffer - len(self._rcvbuf) + self._rcv_off)
+        return max(0, self.config.receive_buffer - self._rcv_bytes)
 
     def _window_field(self) -> int:
-        key = (self.rcv_nxt, len(self._rcvbuf) - self._rcv_off, self._rcv_adv)
+        key = (self.rcv_nxt, self._rcv_bytes, self._rcv_adv)
         if key == self._wnd_key:
             return self._wnd_field
         field = self._compute_window_field()
