@@ -187,12 +187,17 @@ class Endpoint:
             if slot.from_listener and not slot.queued and slot.conn.state is State.SYN_RECEIVED:
                 slot.conn.abort(now)
                 self.kick(slot)
+            elif slot.conn.state is State.TIME_WAIT and not slot.stream_open:
+                # Like SO_REUSEADDR: a closed listener's port is free at once,
+                # not after 2 MSL of TIME_WAIT.
+                self._forget(slot, close_idle=False)
         self._linger = False
         self._maybe_close()
 
     async def accept(self) -> Slot:
         ls = self._listen
         assert ls is not None
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if ls.closed:
                 raise trio.ClosedResourceError("listener is closed")
@@ -200,7 +205,8 @@ class Endpoint:
                 slot = ls.queue.popleft()
                 slot.stream_open = True
                 self.stats.connections_accepted += 1
-                await trio.lowlevel.checkpoint()
+                # Past this point cancellation must not lose the connection.
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return slot
             await ls.lot.park()
 

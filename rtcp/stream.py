@@ -67,6 +67,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         self._slot = slot
         self._conn = slot.conn
         self._closed = False
+        self._eof_sent = False
         self._send_conflict = _Conflict("another task is using this stream to send")
         self._recv_conflict = _Conflict("another task is receiving from this stream")
 
@@ -99,6 +100,11 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         if self._closed:
             raise trio.ClosedResourceError("this stream was closed")
 
+    def _check_can_send(self) -> None:
+        self._check_open()
+        if self._eof_sent:
+            raise trio.ClosedResourceError("send_eof() was called on this stream")
+
     async def _wait_change(self) -> None:
         await self._slot.lot.park()
 
@@ -106,10 +112,8 @@ class RtcpStream(trio.abc.HalfCloseableStream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Queue all of ``data`` for reliable delivery, waiting for buffer space."""
         with self._send_conflict:
-            self._check_open()
+            self._check_can_send()
             conn = self._conn
-            if not conn.can_send and conn.error is None and conn.state is not State.CLOSED:
-                raise trio.ClosedResourceError("send_eof() was called on this stream")
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
             total = len(view)
             pos = 0
@@ -135,11 +139,11 @@ class RtcpStream(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until there is room in the send buffer."""
         with self._send_conflict:
-            self._check_open()
+            self._check_can_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             conn = self._conn
             while True:
-                self._check_open()
+                self._check_can_send()
                 if conn.error is not None or conn.state is State.CLOSED:
                     raise _broken(conn.error)
                 if conn.send_space > 0 or not conn.can_send:
@@ -157,6 +161,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                 if conn.error is not None:
                     raise _broken(conn.error)
                 return
+            self._eof_sent = True
             conn.shutdown(trio.current_time())
             self._endpoint.kick(self._slot)
 
@@ -195,14 +200,27 @@ class RtcpStream(trio.abc.HalfCloseableStream):
 
     # ------------------------------------------------------------ closing
     def abort(self) -> None:
-        """Send RST and close at once; buffered data is discarded."""
+        """Send RST and close at once; buffered data is discarded.
+
+        Also cuts short an ``aclose()`` that is still waiting for its FIN's ACK.
+        """
+        if self._conn.state is not State.CLOSED:
+            self._conn.abort(trio.current_time())
+            self._endpoint.kick(self._slot)
+        self._closed = True
+        self._endpoint.release(self._slot)
+        self._slot.lot.unpark_all()
+
+    def _close_nowait(self) -> None:
+        """Graceful close without waiting: FIN after the buffered data, which the
+        endpoint keeps retransmitting (bounded by the user timeout)."""
         if self._closed:
             return
         self._closed = True
-        self._conn.abort(trio.current_time())
+        self._slot.lot.unpark_all()
+        self._conn.close(trio.current_time())
         self._endpoint.kick(self._slot)
         self._endpoint.release(self._slot)
-        self._slot.lot.unpark_all()
 
     async def aclose(self) -> None:
         """Flush, send FIN and wait (bounded) for its ACK; abort if cancelled."""
@@ -258,6 +276,7 @@ class RtcpListener(trio.abc.Listener[RtcpStream]):
     async def accept(self) -> RtcpStream:
         """Wait for the next fully established connection."""
         if self._closed:
+            await trio.lowlevel.checkpoint()
             raise trio.ClosedResourceError("listener is closed")
         slot = await self._endpoint.accept()
         return RtcpStream(self._endpoint, slot)
@@ -305,7 +324,7 @@ async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
     # Numeric addresses need no resolver (trio's getaddrinfo may use a thread).
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            socket.inet_pton(family, host)
+            host = socket.inet_ntop(family, socket.inet_pton(family, host))  # canonical
         except (OSError, ValueError):
             continue
         await trio.lowlevel.checkpoint()
@@ -434,5 +453,15 @@ async def serve_rtcp(handler: Callable[[RtcpStream], Awaitable[Any]], port: int,
                      trio.TASK_STATUS_IGNORED) -> None:
     """Listen and run ``handler(stream)`` per connection, like ``trio.serve_tcp``."""
     listeners = await open_rtcp_listeners(port, host=host, config=config, tracer=tracer)
-    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery,
+
+    async def run_handler(stream: RtcpStream) -> None:
+        # trio.serve_listeners closes each stream with aclose_forcefully (a
+        # cancelled aclose, which aborts); a handler that returns without
+        # closing would lose its last bytes.  Close gracefully first instead.
+        try:
+            await handler(stream)
+        finally:
+            stream._close_nowait()
+
+    await trio.serve_listeners(run_handler, listeners, handler_nursery=handler_nursery,
                                task_status=task_status)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
+import sys
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -102,19 +103,22 @@ class UdpTransport:
     def receive_batch(self, limit: int) -> list[tuple[bytes, tuple]]:
         out: list[tuple[bytes, tuple]] = []
         recvfrom = self.sock.recvfrom
+        soft = 0
         while len(out) < limit:
             try:
                 out.append(recvfrom(RECV_SIZE))
             except BlockingIOError:
                 break
             except OSError as exc:
-                # A pending ICMP error; its details wait in the error queue.
-                if exc.errno in UNREACHABLE_ERRNOS:
-                    self._drain_errors()
-                    continue
-                if exc.errno in (errno.EINTR, errno.ENOBUFS, errno.ENOMEM):
-                    continue
-                raise
+                # A pending ICMP report (refused, fragmentation needed, ...)
+                # concerns one peer and is never fatal to the socket; its
+                # details wait in the error queue.
+                if exc.errno == errno.EBADF:
+                    raise
+                self._drain_errors()
+                soft += 1
+                if soft > limit:
+                    break
         return out
 
     def _drain_errors(self) -> None:
@@ -125,7 +129,12 @@ class UdpTransport:
                 return
             except OSError:
                 return
-            if addr:
+            # struct sock_extended_err starts with ee_errno: only "port
+            # unreachable" means nobody listens; other reports (time exceeded,
+            # fragmentation needed) are like loss.
+            refused = any(len(cdata) >= 4 and int.from_bytes(cdata[:4], sys.byteorder)
+                          == errno.ECONNREFUSED for _lvl, _typ, cdata in _anc)
+            if addr and refused:
                 self._errors.append((addr, data))
 
     def unreachable(self) -> list[tuple[tuple, bytes]]:

@@ -437,3 +437,129 @@ async def test_through_a_relay_on_another_port() -> None:
             await c.aclose()
             await s.aclose()
         await listener.aclose()
+
+
+async def test_serve_handler_returning_without_aclose_loses_nothing() -> None:
+    # trio.serve_listeners force-closes handler streams; rtcp closes gracefully
+    # first, so bytes accepted by send_all are all delivered.
+    size = 2_000_000
+
+    async def handler(stream: rtcp.RtcpStream) -> None:
+        await stream.send_all(b"x" * size)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            [listener] = await n.start(partial(rtcp.serve_rtcp, handler, 0, host=LOOP))
+            c = await rtcp.open_rtcp_stream(LOOP, listener.local_address[1])
+            got = 0
+            while chunk := await c.receive_some():
+                got += len(chunk)
+            assert got == size
+            await c.aclose()
+            n.cancel_scope.cancel()
+
+
+async def test_send_after_clean_shutdown_is_closed_not_broken() -> None:
+    with trio.fail_after(20):
+        a, b = await loopback_pair()
+        await b.send_eof()
+        assert await a.receive_some() == b""
+        await a.send_eof()
+        assert await b.receive_some() == b""
+        with trio.move_on_after(1):
+            while b.state != "CLOSED":
+                await trio.sleep(0.01)
+        with pytest.raises(trio.ClosedResourceError):
+            await b.send_all(b"late")
+        with pytest.raises(trio.ClosedResourceError):
+            await b.wait_send_all_might_not_block()
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_cancelled_accept_does_not_lose_a_queued_connection() -> None:
+    with trio.fail_after(20):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+        c = await rtcp.open_rtcp_stream(LOOP, listener.local_address[1])
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await listener.accept()
+        s = await listener.accept()  # still there
+        await c.send_all(b"ok")
+        assert await s.receive_some() == b"ok"
+        await c.aclose()
+        await s.aclose()
+        await listener.aclose()
+
+
+async def test_ipv6_literal_in_long_form() -> None:
+    with trio.fail_after(20):
+        [listener] = await rtcp.open_rtcp_listeners(0, host="::1")
+        async with trio.open_nursery() as n:
+            n.start_soon(listener.accept)
+            c = await rtcp.open_rtcp_stream("0:0:0:0:0:0:0:1", listener.local_address[1])
+        assert c.state == "ESTABLISHED"
+        c.abort()
+        await listener.aclose()
+
+
+async def test_closed_listener_port_can_be_bound_again_despite_time_wait() -> None:
+    cfg = Config(msl=30.0)
+    with trio.fail_after(20):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP, config=cfg)
+        port = listener.local_address[1]
+        async with trio.open_nursery() as n:
+            got: list = []
+
+            async def acc() -> None:
+                got.append(await listener.accept())
+
+            n.start_soon(acc)
+            c = await rtcp.open_rtcp_stream(LOOP, port, config=cfg)
+        s = got[0]
+        await s.aclose()  # the server closes first: it will sit in TIME_WAIT
+        assert await c.receive_some() == b""
+        await c.aclose()
+        with trio.move_on_after(2):
+            while s.state != "TIME_WAIT":
+                await trio.sleep(0.01)
+        assert s.state == "TIME_WAIT"
+        await listener.aclose()
+        await listener.endpoint.wait_closed()
+        [again] = await rtcp.open_rtcp_listeners(port, host=LOOP)
+        await again.aclose()
+
+
+def test_icmp_reports_other_than_refused_are_not_fatal() -> None:
+    # "Fragmentation needed" and friends surface as OSError from recvfrom with
+    # IP_RECVERR; they concern one peer and must not kill the endpoint.
+    import errno as _errno
+
+    from rtcp.transport import UdpTransport
+
+    t = UdpTransport(socket.AF_INET, (LOOP, 0))
+    real = t.sock
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def recvfrom(self, n: int):
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError(_errno.EMSGSIZE, "Message too long")
+            if self.calls == 2:
+                return (b"datagram", ("127.0.0.1", 9))
+            raise BlockingIOError
+
+        def recvmsg(self, *args):
+            raise BlockingIOError
+
+    t.sock = Flaky()  # type: ignore[assignment]
+    try:
+        assert t.receive_batch(10) == [(b"datagram", ("127.0.0.1", 9))]
+        assert t.unreachable() == []
+    finally:
+        t.sock = real
+        t.close()
