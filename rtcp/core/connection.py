@@ -487,11 +487,21 @@ class Connection:
         ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
         rcv_nxt = self.rcv_nxt
         if plen:
-            if (ack != snd_una or self._ooo or self._reader_closed
-                    or plen > self._rcv_adv - rcv_nxt
-                    or (seg.window << self._snd_wscale) != self.snd_wnd):
+            if self._ooo or self._reader_closed or plen > self._rcv_adv - rcv_nxt:
                 return False
-            if tsval is not None and rcv_nxt <= self._last_ack_sent:
+            if ack != snd_una:
+                # Data that also acknowledges ours (request/response traffic).
+                if not (snd_una < ack <= self.snd_nxt) or self._in_recovery \
+                        or self._sacked or self._lost:
+                    return False
+                if tsval is not None and rcv_nxt <= self._last_ack_sent:
+                    self._ts_recent = tsval
+                self._sample_rtt_from(seg, ack, now)
+                self._ack_advance(ack, now)
+                self._update_send_window(seg.window << self._snd_wscale, rcv_nxt, ack)
+            elif (seg.window << self._snd_wscale) != self.snd_wnd:
+                return False
+            elif tsval is not None and rcv_nxt <= self._last_ack_sent:
                 self._ts_recent = tsval
             self._rcvbuf.append(payload)
             self._rcv_bytes += plen
