@@ -1149,7 +1149,7 @@ class Connection:
                 self._in_recovery = False
                 self._rtx_done.clear()
                 self._rtx_time.clear()
-                self.cwnd = max(min(self.ssthresh, self._pipe() + mss), 2 * mss)
+                self.cwnd = max(self.ssthresh, 2 * mss)
             else:
                 # NewReno partial ACK (RFC 6582): the next hole is lost too.
                 nxt = self._sacked.first[0] if self._sacked else self.snd_nxt
