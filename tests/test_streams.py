@@ -61,18 +61,41 @@ async def clog(s: rtcp.RtcpStream) -> None:
             return
 
 
-async def test_check_half_closeable_stream_over_udp() -> None:
-    async def maker():
-        return await loopback_pair(SMALL)
+def clogged_maker(maker):
+    """trio's clogged_stream_maker: both directions full, as the suite flips pairs."""
 
     async def clogged():
         a, b = await maker()
         await clog(a)
-        await clog(b)  # the suite also runs with the pair flipped
+        await clog(b)
         return a, b
 
+    return clogged
+
+
+async def memory_pair(net: MemoryNetwork, config: Config) -> tuple:
+    """A connected (client, server) pair over the in-memory network."""
+    server = Endpoint(net.transport("10.0.0.2"), config, linger=True)
+    listener = RtcpListener(server, config)
+    client = Endpoint(net.transport("10.0.0.1"), config)
+    async with trio.open_nursery() as n:
+        got: list = []
+
+        async def acc() -> None:
+            got.append(await listener.accept())
+
+        n.start_soon(acc)
+        c = await connect_endpoint(client, ("10.0.0.2", server.local_port), config)
+    await listener.aclose()
+    return c, got[0]
+
+
+async def test_check_half_closeable_stream_over_udp() -> None:
+    async def maker():
+        return await loopback_pair(SMALL)
+
     with trio.fail_after(120):
-        await trio.testing.check_half_closeable_stream(maker, clogged)
+        await trio.testing.check_half_closeable_stream(maker, clogged_maker(maker))
 
 
 async def test_check_half_closeable_stream_mock_clock(autojump_clock) -> None:
@@ -80,50 +103,27 @@ async def test_check_half_closeable_stream_mock_clock(autojump_clock) -> None:
     net = MemoryNetwork(seed=1)
 
     async def maker():
-        server = Endpoint(net.transport("10.0.0.2"), SMALL, linger=True)
-        port = server.local_port
-        listener = RtcpListener(server, SMALL)
-        client = Endpoint(net.transport("10.0.0.1"), SMALL)
-        async with trio.open_nursery() as n:
-            got: list = []
-
-            async def acc() -> None:
-                got.append(await listener.accept())
-
-            n.start_soon(acc)
-            c = await connect_endpoint(client, ("10.0.0.2", port), SMALL)
-        await listener.aclose()
-        return c, got[0]
-
-    async def clogged():
-        a, b = await maker()
-        await clog(a)
-        await clog(b)  # the suite also runs with the pair flipped
-        return a, b
+        return await memory_pair(net, SMALL)
 
     with trio.fail_after(3600):
-        await trio.testing.check_half_closeable_stream(maker, clogged)
+        await trio.testing.check_half_closeable_stream(maker, clogged_maker(maker))
 
 
 async def test_lossy_memory_network_mock_clock(autojump_clock) -> None:
     net = MemoryNetwork(seed=7, loss=0.1, delay=0.02)
     cfg = Config(min_rto=0.1)
-    server = Endpoint(net.transport("10.0.0.2", 7), cfg, linger=True)
-    listener = RtcpListener(server, cfg)
-    client = Endpoint(net.transport("10.0.0.1"), cfg)
     data = random.Random(3).randbytes(300_000)
     with trio.fail_after(600):
+        c, s = await memory_pair(net, cfg)
         async with trio.open_nursery() as n:
             got = bytearray()
 
             async def srv() -> None:
-                s = await listener.accept()
                 while chunk := await s.receive_some():
                     got.extend(chunk)
                 await s.aclose()
 
             n.start_soon(srv)
-            c = await connect_endpoint(client, ("10.0.0.2", 7), cfg)
             await c.send_all(data)
             await c.send_eof()
             assert await c.receive_some() == b""
