@@ -54,6 +54,7 @@ class EndpointStats:
     send_blocked: int = 0
 
     def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict (for JSON and logs)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -121,14 +122,17 @@ class Endpoint:
     # ----------------------------------------------------------- user side
     @property
     def connection_count(self) -> int:
+        """Connections this endpoint still drives, TIME_WAIT included."""
         return len(self._slots)
 
     def max_datagram_for(self, addr: tuple, config: Config) -> int:
+        """Largest datagram towards ``addr``: IPv6 paths leave room for a larger IP header."""
         if self.transport.family == socket.AF_INET6 and not _is_v4_mapped(addr[0]):
             return min(config.max_datagram, config.max_datagram_ipv6)
         return config.max_datagram
 
     def has_connection(self, addr: tuple, remote_port: int) -> bool:
+        """Whether a live (not TIME_WAIT) connection to ``addr`` uses this socket."""
         slot = self._slots.get((*_addr_key(addr), self.local_port, remote_port))
         return slot is not None and slot.conn.state is not State.TIME_WAIT
 
@@ -165,6 +169,7 @@ class Endpoint:
                           ts_offset=timestamp_offset(self._secret, local, remote))
 
     def listen(self, config: Config) -> None:
+        """Start accepting SYNs on this socket (one listener per endpoint)."""
         if self._listen is not None and not self._listen.closed:
             raise OSError("endpoint already has a listener")
         self._listen = _ListenState(config)
@@ -195,6 +200,7 @@ class Endpoint:
         self._maybe_close()
 
     async def accept(self) -> Slot:
+        """Wait for the next established connection from the accept queue."""
         ls = self._listen
         assert ls is not None
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -231,6 +237,7 @@ class Endpoint:
         self._wake()
 
     async def wait_closed(self) -> None:
+        """Wait until the endpoint's task has ended and its socket is closed."""
         await self._done.wait()
 
     # ------------------------------------------------------------ internals

@@ -268,6 +268,7 @@ class RtcpListener(trio.abc.Listener[RtcpStream]):
 
     @property
     def endpoint(self) -> Endpoint:
+        """The endpoint (UDP socket and its connections) behind this listener."""
         return self._endpoint
 
     def __repr__(self) -> str:

@@ -42,4 +42,5 @@ class ConnectionStats:
     keepalives_sent: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
+        """The counters as a plain dict (for JSON and logs)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
