@@ -155,8 +155,11 @@ def test_half_close_keeps_other_direction() -> None:
         return bytes(got) == data
 
     p.run(pump)
+    assert bytes(got) == data  # the half-closed side still received everything
+    assert p.a.eof_received is False and p.b.eof_received is True
     p.b.shutdown(p.now)
     p.run(lambda: p.a.state == "TIME_WAIT" and p.b.state == "CLOSED")
+    assert p.a.eof_received is True
 
 
 def test_lost_syn_retransmitted_after_1s_then_2s() -> None:

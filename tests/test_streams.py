@@ -35,21 +35,27 @@ def all_tasks() -> list:
 SMALL = Config(send_buffer=4096, receive_buffer=4096, close_timeout=2.0)
 
 
+async def connect_and_accept(listener, connect) -> tuple:
+    """Run ``connect()`` while ``listener`` accepts; return (client, server)."""
+    async with trio.open_nursery() as n:
+        got: list = []
+
+        async def acc() -> None:
+            got.append(await listener.accept())
+
+        n.start_soon(acc)
+        client = await connect()
+    return client, got[0]
+
+
 async def loopback_pair(config: Config | None = None) -> tuple[rtcp.RtcpStream, rtcp.RtcpStream]:
     listeners = await rtcp.open_rtcp_listeners(0, host=LOOP, config=config)
     listener = listeners[0]
     try:
-        async with trio.open_nursery() as n:
-            accepted: list = []
-
-            async def acc() -> None:
-                accepted.append(await listener.accept())
-
-            n.start_soon(acc)
-            client = await rtcp.open_rtcp_stream(LOOP, listener.local_address[1], config=config)
+        return await connect_and_accept(listener, partial(
+            rtcp.open_rtcp_stream, LOOP, listener.local_address[1], config=config))
     finally:
         await listener.aclose()
-    return client, accepted[0]
 
 
 async def clog(s: rtcp.RtcpStream) -> None:
@@ -78,16 +84,10 @@ async def memory_pair(net: MemoryNetwork, config: Config) -> tuple:
     server = Endpoint(net.transport("10.0.0.2"), config, linger=True)
     listener = RtcpListener(server, config)
     client = Endpoint(net.transport("10.0.0.1"), config)
-    async with trio.open_nursery() as n:
-        got: list = []
-
-        async def acc() -> None:
-            got.append(await listener.accept())
-
-        n.start_soon(acc)
-        c = await connect_endpoint(client, ("10.0.0.2", server.local_port), config)
+    pair = await connect_and_accept(listener, partial(
+        connect_endpoint, client, ("10.0.0.2", server.local_port), config))
     await listener.aclose()
-    return c, got[0]
+    return pair
 
 
 async def test_check_half_closeable_stream_over_udp() -> None:
@@ -238,18 +238,10 @@ async def test_closing_listener_keeps_accepted_streams() -> None:
     with trio.fail_after(20):
         [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
         port = listener.local_address[1]
-        async with trio.open_nursery() as n:
-            got: list = []
-
-            async def acc() -> None:
-                got.append(await listener.accept())
-
-            n.start_soon(acc)
-            c = await rtcp.open_rtcp_stream(LOOP, port)
+        c, s = await connect_and_accept(listener, partial(rtcp.open_rtcp_stream, LOOP, port))
         await listener.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await listener.accept()
-        s = got[0]
         await c.send_all(b"still here")
         assert await s.receive_some() == b"still here"
         await s.send_all(b"yes")
@@ -340,8 +332,9 @@ async def test_many_concurrent_connections_echo() -> None:
 
 
 async def test_tls_over_rtcp() -> None:
-    trustme = pytest.importorskip("trustme")
     import ssl
+
+    import trustme  # a test dependency: never skipped
 
     ca = trustme.CA()
     cert = ca.issue_cert("localhost")
@@ -421,15 +414,8 @@ async def test_through_a_relay_on_another_port() -> None:
         [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
         async with open_relay(to=(LOOP, listener.local_address[1]), seed=1) as relay:
             assert relay.listen_address[1] != listener.local_address[1]
-            async with trio.open_nursery() as n:
-                got: list = []
-
-                async def acc() -> None:
-                    got.append(await listener.accept())
-
-                n.start_soon(acc)
-                c = await rtcp.open_rtcp_stream(relay.listen_address[0], relay.listen_address[1])
-            s = got[0]
+            c, s = await connect_and_accept(
+                listener, partial(rtcp.open_rtcp_stream, *relay.listen_address[:2]))
             await c.send_all(b"via relay")
             assert await s.receive_some() == b"via relay"
             await s.send_all(b"and back")
@@ -509,15 +495,8 @@ async def test_closed_listener_port_can_be_bound_again_despite_time_wait() -> No
     with trio.fail_after(20):
         [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP, config=cfg)
         port = listener.local_address[1]
-        async with trio.open_nursery() as n:
-            got: list = []
-
-            async def acc() -> None:
-                got.append(await listener.accept())
-
-            n.start_soon(acc)
-            c = await rtcp.open_rtcp_stream(LOOP, port, config=cfg)
-        s = got[0]
+        c, s = await connect_and_accept(
+            listener, partial(rtcp.open_rtcp_stream, LOOP, port, config=cfg))
         await s.aclose()  # the server closes first: it will sit in TIME_WAIT
         assert await c.receive_some() == b""
         await c.aclose()
