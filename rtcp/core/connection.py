@@ -258,11 +258,6 @@ class Connection:
         return max(0, self.config.send_buffer - (self._data_end - self._sndbuf_seq))
 
     @property
-    def send_buffered(self) -> int:
-        """Bytes queued and not yet acknowledged."""
-        return self._data_end - self._sndbuf_seq
-
-    @property
     def can_send(self) -> bool:
         return not self._fin_queued and self.state in (
             S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT)
@@ -432,7 +427,7 @@ class Connection:
             # further ACK needed (RFC 8985 6.3).
             self._rack_deadline = None
             if self.snd_nxt > self.snd_una and self.state in SENDING:
-                self._detect_loss(self.snd_una, now)
+                self._detect_loss(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._on_persist(now)
         if self._ka_deadline is not None and now >= self._ka_deadline:
@@ -698,7 +693,6 @@ class Connection:
             self._answer_unacceptable(plen, seg.flags, now)
             return False
         st = self.state
-        old_una = self.snd_una
         if ack > self.snd_una:
             self._sample_rtt_from(seg, ack, now)
             self._ack_advance(ack, now)
@@ -720,7 +714,7 @@ class Connection:
                                     or self._sacked.touches(lo, hi)):
                         self._count_delivered(self._sacked.add(lo, hi), now)
         if self.snd_nxt > self.snd_una:
-            self._detect_loss(old_una, now)
+            self._detect_loss(now)
 
         # Our FIN acknowledged?
         fin_acked = self._fin_seq is not None and self.snd_una > self._fin_seq
@@ -1203,7 +1197,7 @@ class Connection:
         i = bisect.bisect_right(starts, seq, self._xmit_head) - 1
         return self._xmit_times[i] if i >= self._xmit_head else self._created
 
-    def _detect_loss(self, old_una: int, now: float) -> None:
+    def _detect_loss(self, now: float) -> None:
         mss = self._payload_room()
         sacked = self._sacked
         deadline = now - self._reorder_time()
