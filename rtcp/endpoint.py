@@ -117,6 +117,7 @@ class Endpoint:
         #: Keep running with no connections (a bound client or a listener).
         self._linger = linger
         self._half_open = 0
+        self._batch_full = False
         trio.lowlevel.spawn_system_task(self._run, name=f"rtcp-endpoint-{self.local_port}")
 
     # ----------------------------------------------------------- user side
@@ -464,6 +465,35 @@ class Endpoint:
     def _mark(self, slot: Slot) -> None:
         self._dirty.append(slot)
 
+    def _process(self, now: float) -> None:
+        """Send what waits, read one batch, fire due timers, then send replies."""
+        transport = self.transport
+        self._flush_outbox()
+        batch = transport.receive_batch(RECV_BATCH)
+        self._batch_full = len(batch) == RECV_BATCH
+        dirty = self._dirty
+        for data, addr in batch:
+            slot = self._on_datagram(data, addr, now)
+            if slot is not None:
+                dirty.append(slot)
+                # Events (state changes, accepts) at once, in datagram
+                # order; the replies go out after the batch, coalesced.
+                events = slot.conn.events()
+                if events:
+                    self._on_events(slot, events, now)
+                    slot.lot.unpark_all()
+        self._on_unreachable(now)
+        self._fire_timers(now)
+        self._dirty = []
+        if len(dirty) == 1:
+            self._after(dirty[0], now)
+            return
+        seen: set[int] = set()
+        for slot in dirty:
+            if id(slot) not in seen:
+                seen.add(id(slot))
+                self._after(slot, now)
+
     def _fire_timers(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -487,38 +517,24 @@ class Endpoint:
         transport = self.transport
         try:
             while not self._closed:
+                # One cancel scope serves every wake-up until a timer is due (or
+                # _wake() cuts the wait short): entering and leaving a scope per
+                # datagram costs more than the protocol work of a small segment.
                 scope = trio.CancelScope(deadline=self._next_deadline())
                 self._wait_scope = scope
                 with scope:
-                    if self._outbox:
-                        await transport.wait_writable()
-                    else:
-                        await transport.wait_readable()
+                    while not self._closed:
+                        if self._outbox:
+                            await transport.wait_writable()
+                        else:
+                            await transport.wait_readable()
+                        # _after() lowered the deadline for any earlier timer; a
+                        # later one (a timer pushed back) waits for the next scope.
+                        self._process(trio.current_time())
+                        if self._batch_full:
+                            await trio.lowlevel.checkpoint()  # a flood must not starve others
                 self._wait_scope = None
-                now = trio.current_time()
-                self._flush_outbox()
-                batch = transport.receive_batch(RECV_BATCH)
-                dirty = self._dirty
-                for data, addr in batch:
-                    slot = self._on_datagram(data, addr, now)
-                    if slot is not None:
-                        dirty.append(slot)
-                        # Events (state changes, accepts) at once, in datagram
-                        # order; the replies go out after the batch, coalesced.
-                        events = slot.conn.events()
-                        if events:
-                            self._on_events(slot, events, now)
-                            slot.lot.unpark_all()
-                self._on_unreachable(now)
-                self._fire_timers(now)
-                self._dirty = []
-                seen: set[int] = set()
-                for slot in dirty:
-                    if id(slot) not in seen:
-                        seen.add(id(slot))
-                        self._after(slot, now)
-                if len(batch) == RECV_BATCH:
-                    await trio.lowlevel.checkpoint()  # a flood must not starve others
+                self._process(trio.current_time())
         except Exception as exc:  # never raise from a system task
             log.exception("rtcp endpoint %s failed", self.local_address)
             for slot in list(self._slots.values()):

@@ -117,6 +117,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
             total = len(view)
             pos = 0
+            parked = False
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 while True:
@@ -131,10 +132,12 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                     if pos >= total:
                         break
                     await self._wait_change()
+                    parked = True
             finally:
                 if isinstance(view, memoryview):
                     view.release()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not parked:
+                await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until there is room in the send buffer."""
@@ -178,6 +181,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             self._check_open()
             await trio.lowlevel.checkpoint_if_cancelled()
             conn = self._conn
+            parked = False
             while True:
                 self._check_open()
                 if conn.readable:
@@ -195,7 +199,9 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                     # Closed without an error and without the peer's FIN.
                     raise _broken(conn.error)
                 await self._wait_change()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+                parked = True
+            if not parked:  # parking was this call's schedule point already
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
 
     # ------------------------------------------------------------ closing
@@ -233,12 +239,15 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         slot.lot.unpark_all()  # blocked send/receive calls see ClosedResourceError
         conn.close(trio.current_time())
         self._endpoint.kick(slot)
+        parked = False
         try:
             with trio.move_on_after(conn.config.close_timeout):
                 while conn.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK,
                                      State.SYN_RECEIVED) and conn.error is None:
                     await slot.lot.park()
-            await trio.lowlevel.checkpoint()
+                    parked = True
+            if not parked:
+                await trio.lowlevel.checkpoint()
         except BaseException:
             conn.abort(trio.current_time())
             self._endpoint.kick(slot)
@@ -328,7 +337,8 @@ async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
             host = socket.inet_ntop(family, socket.inet_pton(family, host))  # canonical
         except (OSError, ValueError):
             continue
-        await trio.lowlevel.checkpoint()
+        # Only a cancel point: the connect that follows parks (a schedule point).
+        await trio.lowlevel.checkpoint_if_cancelled()
         return [(family, (host, port) if family == socket.AF_INET else (host, port, 0, 0))]
     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     out: list[tuple[int, tuple]] = []
@@ -417,6 +427,7 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
     ``port=0`` picks a free port, the same for every family where possible.
     """
     config = config or Config()
+    await trio.lowlevel.checkpoint()
     if host is None:
         targets = [(socket.AF_INET, ("0.0.0.0", port))]
         if socket.has_ipv6:
