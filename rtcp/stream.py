@@ -55,6 +55,24 @@ def _broken(conn_error: ev.Event | None) -> trio.BrokenResourceError:
     return exc
 
 
+def _route_source(local: tuple, remote: tuple) -> tuple:
+    """``local`` with a wildcard host replaced by the source address towards ``remote``.
+
+    Connecting an unbound UDP socket sends nothing; it only asks the kernel's
+    routing table, so this costs two system calls and is done lazily.
+    """
+    if local[0] not in ("0.0.0.0", "::"):
+        return local
+    family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(remote)
+            host = probe.getsockname()[0]
+    except OSError:
+        return local
+    return (host, *local[1:])
+
+
 class RtcpStream(trio.abc.HalfCloseableStream):
     """A reliable byte stream over UDP: a ``trio.abc.HalfCloseableStream``.
 
@@ -66,6 +84,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         self._endpoint = endpoint
         self._slot = slot
         self._conn = slot.conn
+        self._local: tuple | None = None
         self._closed = False
         self._eof_sent = False
         self._send_conflict = _Conflict("another task is using this stream to send")
@@ -74,8 +93,15 @@ class RtcpStream(trio.abc.HalfCloseableStream):
     # -------------------------------------------------------------- info
     @property
     def local_address(self) -> tuple:
-        """The local UDP socket address."""
-        return self._endpoint.local_address
+        """The local UDP socket address, with the IP address this connection uses.
+
+        A client socket (or a listener bound to all addresses) is bound to the
+        wildcard address; like ``getsockname()`` on a connected TCP socket,
+        this reports the source address the kernel picks towards the peer.
+        """
+        if self._local is None:
+            self._local = _route_source(self._endpoint.local_address, self._slot.addr)
+        return self._local
 
     @property
     def remote_address(self) -> tuple:

@@ -479,6 +479,25 @@ async def test_cancelled_accept_does_not_lose_a_queued_connection() -> None:
         await listener.aclose()
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_addresses_are_the_ones_each_side_sees(host: str) -> None:
+    """Both sockets are wildcard-bound (listener on every address, client
+    unbound), yet each end reports the concrete address the other sees."""
+    with trio.fail_after(20):
+        listeners = await rtcp.open_rtcp_listeners(0)
+        listener = next(lst for lst in listeners if (":" in lst.local_address[0]) == (":" in host))
+        assert listener.local_address[0] in ("0.0.0.0", "::")
+        client, server = await connect_and_accept(listener, partial(
+            rtcp.open_rtcp_stream, host, listener.local_address[1]))
+        assert client.local_address[:2] == server.remote_address[:2]
+        assert server.local_address[:2] == client.remote_address[:2] == (
+            host, listener.local_address[1])
+        for lst in listeners:
+            await lst.aclose()
+        client.abort()
+        server.abort()
+
+
 async def test_ipv6_literal_in_long_form() -> None:
     with trio.fail_after(20):
         [listener] = await rtcp.open_rtcp_listeners(0, host="::1")
