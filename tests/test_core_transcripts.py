@@ -211,6 +211,32 @@ def test_karn_no_sample_from_retransmitted_syn() -> None:
     assert abs(a.stats.srtt - 0.1) < 1e-9
 
 
+def test_rto_restarts_at_3s_after_a_syn_timeout_without_sample() -> None:
+    """RFC 6298 5.7: a SYN timed out and Karn left no sample, so the first data
+    gets a 3 s RTO, not the backed-off handshake value nor the 1 s guess."""
+    cfg = Config(timestamps=False)
+    a = Connection(cfg, 1000, 2000, iss=J, now=0.0)
+    b = Connection(cfg, 2000, 1000, iss=K, now=0.0)
+    b.listen()
+    a.connect(0.0)
+    a.segments_to_send(0.0)  # first SYN lost
+    a.handle_timer(1.0)
+    deliver(a, b, 1.0)
+    deliver(b, a, 1.05)
+    assert a.state == "ESTABLISHED" and a.stats.srtt == 0.0
+    a.send(b"x" * 100, 2.0)
+    [data] = a.segments_to_send(2.0)  # lost
+    assert data.payload and a.timer() == 5.0 and a.stats.rto == 3.0
+    # With a sample from the handshake the RTO comes from it as usual.
+    c = Connection(cfg, 1000, 2000, iss=J, now=0.0)
+    d = Connection(cfg, 2000, 1000, iss=K, now=0.0)
+    d.listen()
+    c.connect(0.0)
+    deliver(c, d, 0.0)
+    deliver(d, c, 0.01)
+    assert c.state == "ESTABLISHED" and c.stats.rto == cfg.min_rto
+
+
 def test_timestamps_give_sample_despite_retransmission() -> None:
     a = Connection(Config(), 1000, 2000, iss=J, now=0.0, ts_offset=0)
     b = Connection(Config(), 2000, 1000, iss=K, now=0.0, ts_offset=0)

@@ -39,6 +39,9 @@ MAX_WSCALE = 14
 #: Most separate SACKed ranges the sender tracks; blocks that would add more are
 #: ignored (SACK is advisory, RFC 2018), which bounds memory and the work per ACK.
 MAX_SACK_RANGES = 64
+#: RTO for the first data when a SYN timed out and the handshake gave no RTT
+#: sample (RFC 6298 5.7): the path may be far slower than the 1 s guess.
+SYN_TIMEOUT_RTO = 3.0
 
 
 class State(enum.StrEnum):
@@ -1067,6 +1070,9 @@ class Connection:
 
     def _establish(self) -> None:
         self._connect_deadline = None
+        if self.stats.timeouts and not self._rtt.has_sample:
+            self._rtt.restart(max(SYN_TIMEOUT_RTO, self.config.initial_rto))
+            self.stats.rto = self._rtt.rto
         self.cwnd = self.config.initial_window * self._payload_room()
         self.stats.mss = self._payload_room()
         self._set_state(S.ESTABLISHED)

@@ -53,3 +53,8 @@ class RttEstimator:
 
     def reset_backoff(self) -> None:
         self.backoff = 0
+
+    def restart(self, rto: float) -> None:
+        """Start over from ``rto`` (clamped), without a sample and without backoff."""
+        self._base_rto = min(max(rto, self.min_rto), self.max_rto)
+        self.backoff = 0
