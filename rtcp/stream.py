@@ -440,8 +440,14 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
         raise OSError(f"no address of {host!r} matches local_address {local_address!r}")
     if len(errors) == 1:
         raise errors[0]
-    raise OSError(f"all connection attempts to {host!r} port {port} failed: "
-                  + "; ".join(str(e) for e in errors)) from errors[-1]
+    msg = (f"all connection attempts to {host!r} port {port} failed: "
+           + "; ".join(str(e) for e in errors))
+    # Keep the common cause's type, so `except ConnectionRefusedError` works
+    # for a name with several addresses just as for one.
+    for kind in (ConnectionRefusedError, TimeoutError):
+        if all(isinstance(e, kind) for e in errors):
+            raise kind(msg) from errors[-1]
+    raise OSError(msg) from errors[-1]
 
 
 async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,

@@ -170,6 +170,23 @@ async def test_connect_refused_by_icmp_port_unreachable() -> None:
             await rtcp.open_rtcp_stream(LOOP, port)
 
 
+async def test_name_with_two_addresses_both_refusing_raises_refused(monkeypatch) -> None:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody on ::1 nor on 127.0.0.1 at this port (ICMP both)
+
+    async def both(host, port):  # what a dual-stack "localhost" resolves to
+        await trio.lowlevel.checkpoint()
+        return [(socket.AF_INET6, ("::1", port, 0, 0)), (socket.AF_INET, (LOOP, port))]
+
+    monkeypatch.setattr(rtcp.stream, "_resolve", both)
+    with trio.fail_after(5):
+        with pytest.raises(ConnectionRefusedError, match="all connection attempts") as info:
+            await rtcp.open_rtcp_stream("dual.example", port)
+    assert "::1" in str(info.value) and LOOP in str(info.value)
+
+
 async def test_connect_timeout(autojump_clock) -> None:
     net = MemoryNetwork(filter=lambda data, src, dst: False)  # black hole
     client = Endpoint(net.transport("10.0.0.1"))
