@@ -190,8 +190,8 @@ def test_connect_timeout() -> None:
     assert any(isinstance(e, ev.ConnectionTimedOut) for e in a.events())
 
 
-def test_karn_no_sample_from_retransmitted_syn() -> None:
-    cfg = Config(timestamps=False)
+def established_after_lost_syn(cfg: Config) -> tuple[Connection, Connection]:
+    """A's first SYN is lost; the retransmission (t=1) is answered at t=1.05."""
     a = Connection(cfg, 1000, 2000, iss=J, now=0.0)
     b = Connection(cfg, 2000, 1000, iss=K, now=0.0)
     b.listen()
@@ -201,6 +201,11 @@ def test_karn_no_sample_from_retransmitted_syn() -> None:
     deliver(a, b, 1.0)
     deliver(b, a, 1.05)
     assert a.state == "ESTABLISHED"
+    return a, b
+
+
+def test_karn_no_sample_from_retransmitted_syn() -> None:
+    a, b = established_after_lost_syn(Config(timestamps=False))
     assert a.stats.srtt == 0.0  # ambiguous: no sample (Karn)
     # A clean exchange afterwards does give a sample.
     deliver(a, b, 1.05)
@@ -215,26 +220,14 @@ def test_rto_restarts_at_3s_after_a_syn_timeout_without_sample() -> None:
     """RFC 6298 5.7: a SYN timed out and Karn left no sample, so the first data
     gets a 3 s RTO, not the backed-off handshake value nor the 1 s guess."""
     cfg = Config(timestamps=False)
-    a = Connection(cfg, 1000, 2000, iss=J, now=0.0)
-    b = Connection(cfg, 2000, 1000, iss=K, now=0.0)
-    b.listen()
-    a.connect(0.0)
-    a.segments_to_send(0.0)  # first SYN lost
-    a.handle_timer(1.0)
-    deliver(a, b, 1.0)
-    deliver(b, a, 1.05)
-    assert a.state == "ESTABLISHED" and a.stats.srtt == 0.0
+    a, _ = established_after_lost_syn(cfg)
+    assert a.stats.srtt == 0.0
     a.send(b"x" * 100, 2.0)
     [data] = a.segments_to_send(2.0)  # lost
     assert data.payload and a.timer() == 5.0 and a.stats.rto == 3.0
     # With a sample from the handshake the RTO comes from it as usual.
-    c = Connection(cfg, 1000, 2000, iss=J, now=0.0)
-    d = Connection(cfg, 2000, 1000, iss=K, now=0.0)
-    d.listen()
-    c.connect(0.0)
-    deliver(c, d, 0.0)
-    deliver(d, c, 0.01)
-    assert c.state == "ESTABLISHED" and c.stats.rto == cfg.min_rto
+    c, _ = established_pair(cfg)
+    assert c.stats.srtt > 0 and c.stats.rto == cfg.min_rto
 
 
 def test_timestamps_give_sample_despite_retransmission() -> None:
