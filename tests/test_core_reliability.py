@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from rtcp.config import Config
 from rtcp.core import events as ev
+from rtcp.core.seq import unwrap
 from tests.simlink import LinkProfile, Pair
 
 FAST = Config(min_rto=0.05, initial_rto=0.2, delayed_ack=0.01)
@@ -58,19 +59,14 @@ def test_lossy_transfer_recovers(loss: float) -> None:
     assert p.a.stats.fast_retransmits + p.a.stats.timeouts > 0
 
 
-def test_sack_recovers_several_losses_in_one_window_without_timeout() -> None:
-    p = Pair(profile=LinkProfile(delay=0.05), config_a=FAST, config_b=FAST)
-    p.handshake()
-    # Grow the window first.
-    p.transfer(blob(200_000), b"", close=False)
+def _drop_once(p: Pair, offsets: list[int]) -> set[int]:
+    """Drop the first transmission of the data segments at these offsets past SND.NXT."""
     base = p.a.snd_nxt
-    room = p.a._payload_room()
-    doomed = {base + room * k for k in (2, 5, 9)}  # three holes in one flight
+    doomed = {base + p.a._payload_room() * k for k in offsets}
     dropped: set[int] = set()
 
     def drop(src: str, seg) -> bool:
         if src == "A>B" and seg.payload:
-            from rtcp.core.seq import unwrap
             s = unwrap(seg.seq, base)
             if s in doomed and s not in dropped:
                 dropped.add(s)
@@ -78,11 +74,20 @@ def test_sack_recovers_several_losses_in_one_window_without_timeout() -> None:
         return True
 
     p.drop = drop
+    return dropped
+
+
+def test_sack_recovers_several_losses_in_one_window_without_timeout() -> None:
+    p = Pair(profile=LinkProfile(delay=0.05), config_a=FAST, config_b=FAST)
+    p.handshake()
+    # Grow the window first.
+    p.transfer(blob(200_000), b"", close=False)
+    dropped = _drop_once(p, [2, 5, 9])  # three holes in one flight
     timeouts = p.a.stats.timeouts
     data = blob(100_000, 5)
     got, _ = p.transfer(data, b"", close=False)
     assert got == data
-    assert dropped == doomed
+    assert len(dropped) == 3
     assert p.a.stats.timeouts == timeouts  # recovered by SACK, not by RTO
     assert p.a.stats.sack_recoveries >= 1
 
@@ -190,3 +195,38 @@ def test_any_schedule_delivers_exactly_once_in_order(seed, loss, dup, reorder, d
     got_b, got_a = p.transfer(a2b, b2a, max_time=5000)
     assert got_b == a2b and got_a == b2a
     p.run(lambda: p.a.state == "CLOSED" and p.b.state == "CLOSED", max_time=10_000)
+
+
+def test_loss_response_uses_flightsize_with_sacked_data() -> None:
+    # The link delivers a whole burst before the receiver ACKs it, so the ACK
+    # that reveals the hole SACKs everything above it.  RFC 5681's FlightSize
+    # still counts those SACKed bytes: NewReno halves the window, it does not
+    # collapse it to 2 segments.
+    cfg = FAST.replace(congestion_control="newreno")
+    p = Pair(profile=LinkProfile(delay=0.01), config_a=cfg, config_b=cfg)
+    p.handshake()
+    p.transfer(blob(300_000), b"", close=False)
+    room = p.a._payload_room()
+    cwnd = p.a.cwnd
+    assert cwnd >= 20 * room
+    _drop_once(p, [3])
+    p.transfer(blob(100_000, 7), b"", close=False)
+    assert p.a.stats.fast_retransmits == 1
+    assert p.a.ssthresh >= cwnd // 2 - room
+
+
+def test_delivery_rate_counts_each_byte_once() -> None:
+    # Westwood+'s estimate counts a SACKed byte when it is SACKed, not again
+    # when the cumulative ACK passes it.
+    p = Pair(profile=LinkProfile(delay=0.01), config_a=FAST, config_b=FAST)
+    p.handshake()
+    counted = []
+    count = p.a._count_delivered
+    p.a._count_delivered = lambda n, now: (counted.append(n), count(n, now))  # type: ignore[method-assign]
+    data = blob(400_000, 3)
+    dropped = _drop_once(p, [30, 60, 61, 90])
+    got, _ = p.transfer(data, b"", close=False)
+    p.run(lambda: p.a.snd_una == p.a.snd_nxt)  # the last ACKs reach A too
+    assert got == data and len(dropped) == 4
+    assert p.a.stats.sack_recoveries >= 1
+    assert sum(counted) == len(data)

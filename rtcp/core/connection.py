@@ -169,6 +169,11 @@ class Connection:
         self._bw_bytes = 0
         self._bw_t0 = now
         self._min_rtt = 0.0
+        # TCP Veno's RTT: the smallest sample of the last round trip, so that one
+        # delayed sample does not make a random loss look like congestion.
+        self._round_end = 0
+        self._round_rtt = 0.0
+        self._veno_rtt = 0.0
         self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self._rtt_seq: int | None = None  # Karn timing when timestamps are off
         self._rtt_time = 0.0
@@ -1102,6 +1107,8 @@ class Connection:
         latest = self._rtt.latest
         if latest and (not self._min_rtt or latest < self._min_rtt):
             self._min_rtt = latest
+        if latest and (not self._round_rtt or latest < self._round_rtt):
+            self._round_rtt = latest
         st = self.stats
         st.srtt, st.rttvar, st.rto = self._rtt.srtt, self._rtt.rttvar, self._rtt.rto
 
@@ -1117,7 +1124,15 @@ class Connection:
                 off = 0
             self._snd_off = off
             self._events.append(ev.SendSpaceAvailable())
+        sacked_before = self._sacked.total
         self._sacked.remove_below(ack)
+        # Bytes this ACK delivered: those SACKed earlier were counted then.
+        delivered = acked - (sacked_before - self._sacked.total)
+        if ack >= self._round_end:
+            if self._round_rtt:
+                self._veno_rtt = self._round_rtt
+            self._round_rtt = 0.0
+            self._round_end = self.snd_nxt
         self._lost.remove_below(ack)
         self._rtx_done.remove_below(ack)
         self._dupacks = 0
@@ -1125,7 +1140,7 @@ class Connection:
         self._tlp_fired = False
         if not self._sacked:
             self._rack_deadline = None
-        self._count_delivered(acked, now)
+        self._count_delivered(delivered, now)
         starts = self._xmit_starts
         head = self._xmit_head
         while head + 1 < len(starts) and starts[head + 1] <= ack:
@@ -1138,25 +1153,28 @@ class Connection:
         self._persist_backoff = 0
         self._rtt.reset_backoff() if self._rtt.has_sample else None
         if self.cwnd:
-            self._grow_cwnd(acked)
+            self._grow_cwnd(acked, delivered)
         self._rto_deadline = None if self.snd_nxt == self.snd_una else now + self._rtt.rto
         self.stats.cwnd, self.stats.ssthresh = self.cwnd, min(self.ssthresh, 1 << 31)
 
-    def _grow_cwnd(self, acked: int) -> None:
+    def _grow_cwnd(self, acked: int, delivered: int) -> None:
         mss = self._payload_room()
         if self._in_recovery:
-            if self.snd_una >= self._recover:
-                self._in_recovery = False
-                self._rtx_done.clear()
-                self._rtx_time.clear()
-                self.cwnd = max(self.ssthresh, 2 * mss)
-            else:
+            if self.snd_una < self._recover:
                 # NewReno partial ACK (RFC 6582): the next hole is lost too.
                 nxt = self._sacked.first[0] if self._sacked else self.snd_nxt
                 hi = min(self.snd_una + mss, nxt)
                 if hi > self.snd_una and not self._rtx_done.contains(self.snd_una, hi):
                     self._lost.add(self.snd_una, hi)
-            return
+                return
+            self._in_recovery = False
+            self._rtx_done.clear()
+            self._rtx_time.clear()
+            self.cwnd = max(self.ssthresh, 2 * mss)
+            # The ACK that ends recovery grows the window by what it newly
+            # delivered, as Linux does once the state is back to Open; what
+            # was SACKed during recovery does not count.
+            acked = delivered
         cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
         if self.cwnd < self.ssthresh:
             self.cwnd += min(acked, 2 * mss)
@@ -1178,17 +1196,25 @@ class Connection:
             self._bw_t0 = now
 
     def _loss_ssthresh(self, flight: int) -> int:
+        """ssthresh after a loss; ``flight`` is RFC 5681's FlightSize (SACKed bytes too)."""
         mss = self._payload_room()
+        cwnd = self.cwnd
         if self.config.congestion_control == "westwood" and self._bwe and self._min_rtt:
-            # TCP Veno's test: with (almost) no standing queue -- the latest RTT
-            # near the minimum -- a loss is random, not congestion, and costs
-            # only a small decrease.  Otherwise Westwood+: the delivery rate
-            # times the minimum RTT, never below CUBIC's 0.7.
-            rtt = self._rtt.latest or self._rtt.srtt
-            backlog = self.cwnd * (1 - self._min_rtt / rtt) if rtt > self._min_rtt else 0.0
+            # TCP Veno's test: with (almost) no standing queue -- the last
+            # round's RTT near the minimum -- a loss is random, not congestion,
+            # and costs at most 10%.  Less if Westwood+'s pipe estimate (the
+            # delivery rate times the minimum RTT) covers the window: the path
+            # delivered it.  No allowance above the pipe: a link whose queue is
+            # too short to show in the RTT would overflow on every round.
+            rtt = self._veno_rtt or self._rtt.latest or self._rtt.srtt
+            backlog = cwnd * (1 - self._min_rtt / rtt) if rtt > self._min_rtt else 0.0
+            pipe = int(self._bwe * self._min_rtt)
             if backlog < 3 * mss:
-                return max((9 * self.cwnd) // 10, 2 * mss)
-            return max(int(self._bwe * self._min_rtt), (7 * flight) // 10, 2 * mss)
+                return max((9 * cwnd) // 10, min(cwnd, pipe), 2 * mss)
+            # Congestion: Westwood+, never below CUBIC's 0.7 of the window
+            # (Linux's CUBIC scales cwnd, not the flight, which is momentarily
+            # small when the ACK that reveals the loss has not been refilled).
+            return max(pipe, (7 * cwnd) // 10, 2 * mss)
         return max(flight // 2, 2 * mss)
 
     def _reorder_time(self) -> float:
@@ -1216,8 +1242,7 @@ class Connection:
                 return
             self._in_recovery = True
             self._recover = self.snd_nxt
-            flight = self.snd_nxt - self.snd_una - sacked.total
-            self.ssthresh = self._loss_ssthresh(flight)
+            self.ssthresh = self._loss_ssthresh(self.snd_nxt - self.snd_una)
             self.cwnd = min(self.cwnd, self.ssthresh)
             self._ca_acc = 0
             self._rtx_force = True
@@ -1304,8 +1329,7 @@ class Connection:
             self._send_syn(now)
             return
         mss = self._payload_room()
-        flight = self.snd_nxt - self.snd_una - self._sacked.total
-        self.ssthresh = self._loss_ssthresh(flight)
+        self.ssthresh = self._loss_ssthresh(self.snd_nxt - self.snd_una)
         self.cwnd = mss
         self._rtx_time.clear()
         self._tlp_deadline = None
