@@ -187,6 +187,46 @@ async def test_name_with_two_addresses_both_refusing_raises_refused(monkeypatch)
     assert "::1" in str(info.value) and LOOP in str(info.value)
 
 
+async def test_cookie_connections_survive_a_full_accept_queue() -> None:
+    """Clients admitted by SYN cookie while nobody accepts: their final ACKs (and
+    then data and FIN) meet a full accept queue and are dropped, never reset;
+    retransmitted, they get in once the server accepts."""
+    cfg = Config(syn_backlog=1, backlog=2)
+    [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP, config=cfg)
+    port = listener.local_address[1]
+    echoed: dict[int, bytes] = {}
+
+    async def client(i: int) -> None:
+        stream = await rtcp.open_rtcp_stream(LOOP, port)
+        await stream.send_all(b"%d" % i * 100)
+        await stream.send_eof()
+        echoed[i] = await stream.receive_some()
+        await stream.aclose()
+
+    async def serve(nursery: trio.Nursery) -> None:
+        while True:
+            stream = await listener.accept()
+
+            async def echo(s: rtcp.RtcpStream = stream) -> None:
+                data = await s.receive_some()
+                await s.send_all(data[:5])
+                await s.aclose()
+
+            nursery.start_soon(echo)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as n:
+            async with trio.open_nursery() as clients:
+                for i in range(4):
+                    clients.start_soon(client, i)
+                await trio.sleep(0.3)  # every client connected; nobody accepted yet
+                n.start_soon(serve, n)
+            n.cancel_scope.cancel()
+    assert echoed == {i: b"%d" % i * 5 for i in range(4)}
+    assert listener.stats.syn_cookies_sent >= 1 and listener.stats.resets_sent == 0
+    await listener.aclose()
+
+
 async def test_connect_timeout(autojump_clock) -> None:
     net = MemoryNetwork(filter=lambda data, src, dst: False)  # black hole
     client = Endpoint(net.transport("10.0.0.1"))
