@@ -48,6 +48,9 @@ def _broken(conn_error: ev.Event | None) -> trio.BrokenResourceError:
         cause: BaseException = conn_error.exc
     elif isinstance(conn_error, ev.ConnectionTimedOut):
         cause = TimeoutError(f"connection timed out ({conn_error.reason})")
+    elif isinstance(conn_error, ev.ConnectionReset) and conn_error.refused:
+        cause = ConnectionRefusedError(errno.ECONNREFUSED,
+                                       "peer unreachable: nothing listens at its port any more")
     else:
         cause = ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
     exc = trio.BrokenResourceError(str(cause))

@@ -710,6 +710,49 @@ def test_unreachable_refuses_only_a_syn_sent_connection() -> None:
     assert a.state == "ESTABLISHED" and a.segments_to_send(1.0) == []
 
 
+def _probe_round(a: Connection, now: float) -> Segment:
+    """Fire A's ICMP probe timer; return the probe (a keepalive-style ACK)."""
+    t = a.timer()
+    assert t is not None and now <= t <= now + 1.0
+    a.handle_timer(t)
+    [probe] = a.segments_to_send(t)
+    assert probe.flags == ACK and not probe.payload and probe.seq == (a.snd_una - 1) & MASK
+    return probe
+
+
+def test_repeated_unreachable_with_a_silent_peer_resets() -> None:
+    """The peer's process is gone: each probe draws another report, none an answer."""
+    a, _b, _ = connect()
+    now = 1.0
+    for _ in range(5):
+        a.on_unreachable(now)  # a burst of reports counts as one round
+    probe = _probe_round(a, now)
+    a.on_unreachable(now + 0.3)  # the probe's own report
+    assert a.state == "ESTABLISHED"
+    _probe_round(a, now + 0.3)
+    a.on_unreachable(now + 0.6)
+    assert a.state == "CLOSED"
+    assert isinstance(a.error, ev.ConnectionReset) and a.error.refused
+    assert probe.ack == a.rcv_nxt & MASK
+
+
+def test_forged_unreachable_cannot_reset_a_live_peer() -> None:
+    """Reports between the peer's answers never add up: each answer clears them."""
+    a, b, _ = connect()
+    now = 1.0
+    for _ in range(10):
+        for _ in range(3):
+            a.on_unreachable(now)
+        probe = _probe_round(a, now)
+        b.handle_segment(probe, now)
+        [answer] = b.segments_to_send(now)  # the live peer answers the probe
+        a.handle_segment(answer, now + 0.01)
+        now += 0.5
+    assert a.state == "ESTABLISHED" and a.error is None
+    assert a.timer() is None or a.timer() > now + 10  # no probe pending once answered
+
+
+
 def test_delayed_ack_echoes_the_earliest_unacknowledged_timestamp() -> None:
     """RFC 7323 4.3 (2)/5.3 R3: an ACK covering several segments echoes the TSval of the
     first, so the measured RTT includes the time the ACK was held back."""

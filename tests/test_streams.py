@@ -227,6 +227,28 @@ async def test_cookie_connections_survive_a_full_accept_queue() -> None:
     await listener.aclose()
 
 
+async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
+    """The sending process dies (no FIN, no RST): the reader's ACKs draw "port
+    unreachable" reports, probes confirm them, and receive_some fails instead
+    of waiting forever (keepalive is off, as by default)."""
+    net = MemoryNetwork()
+    cfg = Config()
+    client, server = await memory_pair(net, cfg)
+    await server.send_all(b"a" * 100_000)
+    server._endpoint.transport.close()  # SIGKILL: the port is simply gone
+    with trio.fail_after(30):
+        t0 = trio.current_time()
+        got = 0
+        with pytest.raises(trio.BrokenResourceError) as info:
+            while True:
+                got += len(await client.receive_some())
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert trio.current_time() - t0 < 5.0
+    assert 0 < got < 100_000  # the first window arrived; the rest died with the sender
+    client.abort()
+    server.abort()
+
+
 async def test_connect_timeout(autojump_clock) -> None:
     net = MemoryNetwork(filter=lambda data, src, dst: False)  # black hole
     client = Endpoint(net.transport("10.0.0.1"))

@@ -42,6 +42,10 @@ MAX_SACK_RANGES = 64
 #: RTO for the first data when a SYN timed out and the handshake gave no RTT
 #: sample (RFC 6298 5.7): the path may be far slower than the 1 s guess.
 SYN_TIMEOUT_RTO = 3.0
+#: ICMP "port unreachable" reports, one per probe round with nothing heard from
+#: the peer since the first, after which a synchronized connection gives up:
+#: the peer's process is gone (a killed process sends no FIN and no RST).
+UNREACHABLE_STRIKES = 3
 
 
 class State(enum.StrEnum):
@@ -217,6 +221,10 @@ class Connection:
         self._last_recv_time = now
         self._ka_probes = 0
         self._ka_deadline: float | None = None
+        # ICMP unreachable while synchronized: probed, not trusted (see on_unreachable).
+        self._icmp_since = -1.0
+        self._icmp_strikes = 0
+        self._icmp_probe_deadline: float | None = None
         self._chack_window = now
         self._chack_count = 0
         self.error: ev.Event | None = None
@@ -358,11 +366,31 @@ class Connection:
     def on_unreachable(self, now: float) -> None:
         """ICMP said nobody listens at the peer's address.
 
-        Only a connection still in SYN_SENT gives up (refused); later, as in
-        kernel TCP, it is a soft error that retransmission rides out.
+        A connection in SYN_SENT gives up at once (refused).  A synchronized
+        one probes the peer and gives up (refused) after UNREACHABLE_STRIKES
+        probe rounds drew reports and no answer: an idle receiver would
+        otherwise wait forever for a peer whose process was killed.
         """
-        if self.state is S.SYN_SENT:
+        st = self.state
+        if st is S.SYN_SENT:
             self._fail(ev.ConnectionReset(refused=True))
+            return
+        if st not in SYNCHRONIZED or st is S.TIME_WAIT:
+            return
+        # Later it is a soft error (RFC 1122 4.2.3.9; ICMP is easily forged,
+        # RFC 5927), so it only starts a check: probe the peer, as keepalive
+        # does.  A live peer answers and clears the count; a gone one draws a
+        # report per probe.  A burst of reports counts once per probe round.
+        if self._last_recv_time > self._icmp_since:
+            self._icmp_since = now
+            self._icmp_strikes = 0
+        elif self._icmp_probe_deadline is not None:
+            return  # this round already counted
+        self._icmp_strikes += 1
+        if self._icmp_strikes >= UNREACHABLE_STRIKES:
+            self._fail(ev.ConnectionReset(refused=True))
+            return
+        self._icmp_probe_deadline = now + self._rtt.rto
 
     def syn_may_reopen(self, seg: Segment) -> bool:
         """Whether a new SYN may replace this TIME_WAIT connection (RFC 6191).
@@ -403,7 +431,7 @@ class Connection:
                   self._delack_deadline,
                   self._persist_deadline,
                   self._ka_deadline, self._timewait_deadline, self._connect_deadline,
-                  self._orphan_deadline, self._user_deadline()):
+                  self._orphan_deadline, self._icmp_probe_deadline, self._user_deadline()):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -442,6 +470,10 @@ class Connection:
             self._on_keepalive(now)
             if self.state is S.CLOSED:
                 return
+        if self._icmp_probe_deadline is not None and now >= self._icmp_probe_deadline:
+            self._icmp_probe_deadline = None
+            if self._last_recv_time <= self._icmp_since and self.state in SYNCHRONIZED:
+                self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
@@ -1434,10 +1466,12 @@ class Connection:
         self._persist_deadline = None
         self._ka_deadline = None
         self._orphan_deadline = None
+        self._icmp_probe_deadline = None
 
     def _close_now(self) -> None:
         for name in ("_rto_deadline", "_tlp_deadline", "_rack_deadline", "_delack_deadline", "_persist_deadline", "_ka_deadline",
-                     "_timewait_deadline", "_connect_deadline", "_orphan_deadline"):
+                     "_timewait_deadline", "_connect_deadline", "_orphan_deadline",
+                     "_icmp_probe_deadline"):
             setattr(self, name, None)
         self.snd_una = self.snd_nxt  # nothing outstanding any more
         if self.state is not S.CLOSED:
