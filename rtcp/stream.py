@@ -89,6 +89,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         self._conn = slot.conn
         self._local: tuple | None = None
         self._closed = False
+        self._close_done = False  # a graceful close finished (or abort() ran)
         self._eof_sent = False
         self._send_conflict = _Conflict("another task is using this stream to send")
         self._recv_conflict = _Conflict("another task is receiving from this stream")
@@ -237,8 +238,12 @@ class RtcpStream(trio.abc.HalfCloseableStream):
     def abort(self) -> None:
         """Send RST and close at once; buffered data is discarded.
 
-        Also cuts short an ``aclose()`` that is still waiting for its FIN's ACK.
+        Also cuts short an ``aclose()`` that is still waiting for its FIN's ACK;
+        after a finished graceful close it does nothing (that close stands).
         """
+        if self._close_done:
+            return
+        self._close_done = True
         if self._conn.state is not State.CLOSED:
             self._conn.abort(trio.current_time())
             self._endpoint.kick(self._slot)
@@ -251,7 +256,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         endpoint keeps retransmitting (bounded by the user timeout)."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._close_done = True
         self._slot.lot.unpark_all()
         self._conn.close(trio.current_time())
         self._endpoint.kick(self._slot)
@@ -282,6 +287,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             self._endpoint.kick(slot)
             raise
         finally:
+            self._close_done = True
             self._endpoint.release(slot)
 
 
@@ -357,15 +363,27 @@ def _client_endpoint(family: int, addr: tuple, tracer: object | None) -> Endpoin
     return ep
 
 
+_V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def _check_port(port: object, lowest: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not lowest <= port <= 65535:
+        raise ValueError(f"port must be an int in {lowest}..65535, not {port!r}")
+
+
 async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
     if isinstance(host, bytes):
         host = host.decode()
     # Numeric addresses need no resolver (trio's getaddrinfo may use a thread).
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            host = socket.inet_ntop(family, socket.inet_pton(family, host))  # canonical
+            packed = socket.inet_pton(family, host)
         except (OSError, ValueError):
             continue
+        if family == socket.AF_INET6 and packed[:12] == _V4_MAPPED_PREFIX:
+            # ::ffff:a.b.c.d is an IPv4 peer; rtcp's IPv6 sockets are IPv6-only.
+            family, packed = socket.AF_INET, packed[12:]
+        host = socket.inet_ntop(family, packed)  # canonical
         # Only a cancel point: the connect that follows parks (a schedule point).
         await trio.lowlevel.checkpoint_if_cancelled()
         return [(family, (host, port) if family == socket.AF_INET else (host, port, 0, 0))]
@@ -421,8 +439,7 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
     ``TimeoutError`` (no answer within ``config.connect_timeout``).
     """
     config = config or Config()
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"port must be in 1..65535, not {port!r}")
+    _check_port(port, 1)
     targets = await _resolve(host, port)
     errors: list[BaseException] = []
     for family, addr in targets:
@@ -462,6 +479,7 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
     ``port=0`` picks a free port, the same for every family where possible.
     """
     config = config or Config()
+    _check_port(port, 0)
     await trio.lowlevel.checkpoint()
     if host is None:
         targets = [(socket.AF_INET, ("0.0.0.0", port))]

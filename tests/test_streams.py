@@ -249,6 +249,15 @@ async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
     server.abort()
 
 
+@pytest.mark.parametrize("port", [0, -1, 65536, True, 7.0, "7007", None])
+async def test_bad_ports_are_value_errors(port) -> None:
+    with pytest.raises(ValueError, match="port must be"):
+        await rtcp.open_rtcp_stream(LOOP, port)
+    if port != 0:
+        with pytest.raises(ValueError, match="port must be"):
+            await rtcp.open_rtcp_listeners(port, host=LOOP)
+
+
 async def test_connect_timeout(autojump_clock) -> None:
     net = MemoryNetwork(filter=lambda data, src, dst: False)  # black hole
     client = Endpoint(net.transport("10.0.0.1"))
@@ -575,6 +584,29 @@ async def test_addresses_are_the_ones_each_side_sees(host: str) -> None:
             await lst.aclose()
         client.abort()
         server.abort()
+
+
+async def test_ipv4_mapped_ipv6_literal_reaches_the_ipv4_listener() -> None:
+    with trio.fail_after(20):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+        client, server = await connect_and_accept(listener, partial(
+            rtcp.open_rtcp_stream, "::ffff:127.0.0.1", listener.local_address[1]))
+        assert client.remote_address == (LOOP, listener.local_address[1])
+        client.abort()
+        server.abort()
+        await listener.aclose()
+
+
+async def test_abort_after_a_finished_aclose_changes_nothing() -> None:
+    with trio.fail_after(20):
+        a, b = await loopback_pair()
+        await a.aclose()
+        assert a.state == "FIN_WAIT_2"
+        a.abort()  # e.g. from an aclose_forcefully in some cleanup path
+        assert await b.receive_some() == b""
+        await b.aclose()  # the four-way close completes: no reset anywhere
+        assert a.stats.resets_sent == 0 and b.stats.resets_received == 0
+        assert b.state in ("LAST_ACK", "CLOSED")
 
 
 async def test_ipv6_literal_in_long_form() -> None:
