@@ -15,6 +15,28 @@ HEADER_SIZE = 20
 MAX_UDP_PAYLOAD = 65507
 
 
+#: Smallest send or receive buffer a Config accepts (bytes).
+MIN_BUFFER = 2048
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # not NaN
+
+
+#: Field annotation (a string here) -> the check its values must pass.
+_TYPE_CHECKS = {
+    "int": _is_int,
+    "float": _is_number,
+    "float | None": lambda v: v is None or _is_number(v),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Connection and endpoint tunables; defaults follow Linux and SPEC.md."""
@@ -84,12 +106,19 @@ class Config:
             if not cond:
                 raise ValueError(f"Config: {what}")
 
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _TYPE_CHECKS[f.type](value):
+                raise TypeError(f"Config: {f.name} must be {f.type}, not {value!r}")
+
         need(HEADER_SIZE + 64 <= self.max_datagram <= MAX_UDP_PAYLOAD,
              f"max_datagram must be in {HEADER_SIZE + 64}..{MAX_UDP_PAYLOAD}")
         need(HEADER_SIZE + 64 <= self.max_datagram_ipv6 <= MAX_UDP_PAYLOAD,
              f"max_datagram_ipv6 must be in {HEADER_SIZE + 64}..{MAX_UDP_PAYLOAD}")
-        need(self.send_buffer >= 1, "send_buffer must be positive")
-        need(self.receive_buffer >= 1, "receive_buffer must be positive")
+        # Smaller buffers than a segment or so turn every transfer into a
+        # trickle of tiny segments (Linux has minimums too).
+        need(self.send_buffer >= MIN_BUFFER, f"send_buffer must be at least {MIN_BUFFER}")
+        need(self.receive_buffer >= MIN_BUFFER, f"receive_buffer must be at least {MIN_BUFFER}")
         need(self.receive_buffer <= (0xFFFF << 14), "receive_buffer must be at most 1 GiB")
         for name in ("connect_timeout", "user_timeout", "initial_rto", "min_rto", "max_rto",
                      "msl", "keepalive_interval", "close_timeout"):

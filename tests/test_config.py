@@ -1,0 +1,53 @@
+"""rtcp.Config: every field is checked when the Config is made, not at first use."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from rtcp import Config
+from rtcp.config import MIN_BUFFER
+
+
+def test_defaults_are_valid_and_as_specified() -> None:
+    cfg = Config()
+    assert (cfg.max_datagram, cfg.initial_rto, cfg.min_rto, cfg.max_rto, cfg.msl) == (
+        1472, 1.0, 0.2, 60.0, 30.0)
+    assert cfg.nodelay is True and cfg.keepalive_idle is None
+
+
+@pytest.mark.parametrize("changes", [
+    {"backlog": 1.5}, {"send_buffer": 4096.0}, {"keepalive_count": True},
+    {"nodelay": "no"}, {"sack": 1}, {"min_rto": math.nan}, {"connect_timeout": "5"},
+    {"keepalive_idle": "never"}, {"congestion_control": None},
+])
+def test_wrong_types_are_type_errors(changes: dict) -> None:
+    with pytest.raises(TypeError, match=next(iter(changes))):
+        Config(**changes)
+
+
+@pytest.mark.parametrize("changes", [
+    {"send_buffer": MIN_BUFFER - 1}, {"receive_buffer": 1}, {"max_datagram": 70000},
+    {"max_datagram": 50}, {"min_rto": 2.0, "max_rto": 1.0}, {"connect_timeout": 0},
+    {"delayed_ack": -0.1}, {"backlog": 0}, {"initial_window": 0},
+    {"congestion_control": "cubic"}, {"keepalive_idle": -1.0},
+])
+def test_out_of_range_values_are_value_errors(changes: dict) -> None:
+    with pytest.raises(ValueError, match="Config: "):
+        Config(**changes)
+
+
+def test_numbers_of_either_kind_are_fine_where_seconds_are_asked() -> None:
+    cfg = Config(connect_timeout=3, keepalive_idle=5, send_buffer=MIN_BUFFER)
+    assert cfg.connect_timeout == 3 and cfg.keepalive_idle == 5
+
+
+def test_replace_validates_again_and_config_is_frozen() -> None:
+    cfg = Config()
+    assert cfg.replace(backlog=4).backlog == 4
+    with pytest.raises(TypeError):
+        cfg.replace(backlog=4.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.backlog = 3  # type: ignore[misc]
