@@ -617,31 +617,39 @@ async def _recv(s: Session) -> None:
         digest = hashlib.sha256()
         got = 0
         start = time.monotonic()
+        # The file gets its name only once its SHA-256 matched: a failed or
+        # interrupted transfer never leaves a truncated file under that name.
+        partial = target.with_name(f".{target.name}.rtcp-partial")
         try:
-            file = open(target, "wb")
+            file = open(partial, "wb")
         except OSError as exc:
-            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-        with file, _progress(args, f"recv {name}", size) as update:
-            while got < size:
-                data = await stream.receive_some(min(CHUNK, size - got))
-                if not data:
-                    break
-                file.write(data)
-                digest.update(data)
-                got += len(data)
-                update(got)
-        if got < size:
-            raise CliError(f"short file: {peer} closed after {got:,} of {size:,} bytes; "
-                           f"{target} is incomplete")
-        theirs = await _receive_exactly(stream, DIGEST_SIZE)
-        if len(theirs) < DIGEST_SIZE:
-            raise CliError(f"{peer} closed before sending its SHA-256")
-        ours = digest.digest()
-        await stream.send_all(ours)
-        await stream.send_eof()
-        await _drain(stream)
-    _out(f"received {name}: {_rate(got, time.monotonic() - start)}")
-    _compare(ours, theirs, peer, "received", "sent")
+            raise CliError(f"cannot write {partial}: {exc.strerror or exc}") from None
+        try:
+            with file, _progress(args, f"recv {name}", size) as update:
+                while got < size:
+                    data = await stream.receive_some(min(CHUNK, size - got))
+                    if not data:
+                        break
+                    file.write(data)
+                    digest.update(data)
+                    got += len(data)
+                    update(got)
+            if got < size:
+                raise CliError(f"short file: {peer} closed after {got:,} of {size:,} bytes; "
+                               f"nothing saved")
+            theirs = await _receive_exactly(stream, DIGEST_SIZE)
+            if len(theirs) < DIGEST_SIZE:
+                raise CliError(f"{peer} closed before sending its SHA-256; nothing saved")
+            ours = digest.digest()
+            await stream.send_all(ours)
+            await stream.send_eof()
+            await _drain(stream)
+            _out(f"received {name}: {_rate(got, time.monotonic() - start)}")
+            _compare(ours, theirs, peer, "received", "sent")
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
 
 
 # ------------------------------------------------------------------ relay

@@ -281,6 +281,7 @@ def test_recv_into_directory_keeps_name(tmp_path: Path) -> None:
         recv.wait(timeout=30)
     assert sent.returncode == 0 and recv.returncode == 0, (sent.stderr, recv.stderr)
     assert (out_dir / "notes.txt").read_bytes() == source.read_bytes()
+    assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]  # the part file was renamed
 
 
 def _header(size: int, name: bytes = b"x.bin") -> bytes:
@@ -310,6 +311,7 @@ async def test_recv_short_file_fails(tmp_path: Path) -> None:
         await _fake_sender(recv.port, _header(1000) + b"x" * 10)
         await trio.to_thread.run_sync(recv.wait)
     assert_one_line_error(recv.result(), 1, "short file", "10 of 1,000 bytes")
+    assert list(tmp_path.iterdir()) == []  # no truncated file, no leftover part
 
 
 async def test_recv_digest_mismatch_fails(tmp_path: Path) -> None:
@@ -319,6 +321,7 @@ async def test_recv_digest_mismatch_fails(tmp_path: Path) -> None:
         await trio.to_thread.run_sync(recv.wait)
     assert reply == hashlib.sha256(body).digest()  # it still tells the sender what it got
     assert_one_line_error(recv.result(), 1, "SHA-256 mismatch")
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_send_detects_wrong_reply(tmp_path: Path) -> None:
