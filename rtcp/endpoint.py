@@ -39,19 +39,30 @@ RECV_BATCH = 256
 class EndpointStats:
     """What one endpoint (UDP socket) has seen; ``listener.stats`` shows it."""
 
+    #: Datagrams read from / written to the socket.
     datagrams_received: int = 0
     datagrams_sent: int = 0
+    #: Datagrams dropped: checksum did not verify / not a well-formed segment.
     checksum_failures: int = 0
     malformed: int = 0
+    #: RSTs sent, by connections and for segments that matched none.
     resets_sent: int = 0
+    #: SYNs to the listener; of those, answered with a SYN cookie (half-open
+    #: queue full); cookies that came back valid; SYNs or cookie ACKs dropped
+    #: because the accept queue was full.
     syn_received: int = 0
     syn_cookies_sent: int = 0
     syn_cookies_accepted: int = 0
     syn_dropped: int = 0
+    #: ICMP "unreachable" reports read from the socket's error queue.
     unreachable: int = 0
+    #: Replies held back so an unvalidated address never gets more than it sent.
     amplification_limited: int = 0
+    #: Connections handed to accept().
     connections_accepted: int = 0
+    #: New connections that took over a 4-tuple still in TIME_WAIT.
     time_wait_reused: int = 0
+    #: Times the socket's send buffer was full (the rest waited for writability).
     send_blocked: int = 0
 
     def as_dict(self) -> dict[str, int]:

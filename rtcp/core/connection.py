@@ -473,6 +473,7 @@ class Connection:
         if self._icmp_probe_deadline is not None and now >= self._icmp_probe_deadline:
             self._icmp_probe_deadline = None
             if self._last_recv_time <= self._icmp_since and self.state in SYNCHRONIZED:
+                self.stats.keepalives_sent += 1
                 self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
