@@ -4,8 +4,11 @@ Measures the calls the endpoint makes once per datagram: the checksum at
 64 B, 1452 B (a full IPv6-path datagram) and 64 KiB (loopback-sized), and
 encode / decode of a 1452-byte datagram carrying MSS and timestamp options.
 Both backend modules are imported directly, whatever ``rtcp.segment.BACKEND``
-says, so one run compares them.  Each figure is the median of several timed
-repeats (time.perf_counter) of a calibrated number of calls.
+says, so one run compares them.  Each figure is the fastest of several timed
+repeats (time.perf_counter) of a calibrated number of calls, the two backends'
+repeats interleaved: as timeit's documentation argues, slower repeats measure
+interference from other processes, not the code, and on this shared machine
+the median of sub-microsecond calls swung the C/Python ratio by 15 %.
 
     python -m benchmarks.bench_codec [--quick]
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -73,11 +75,12 @@ def _calibrate(fn: Callable[[Any], Any], arg: Any, target: float) -> int:
 def _time_side_by_side(
     calls: dict[str, tuple[Callable[[Any], Any], Any]], quick: bool
 ) -> dict[str, float]:
-    """Median seconds per call for each backend.
+    """Seconds per call for each backend: the fastest of the repeats.
 
     Repeats alternate between the backends, so that a change in machine load
     during the run (other processes on a shared 2-core box) hits both alike
-    instead of skewing their ratio.
+    instead of skewing their ratio; the minimum discards the repeats that
+    other processes slowed down.
     """
     target = 0.01 if quick else 0.03
     repeats = 3 if quick else 9
@@ -87,7 +90,7 @@ def _time_side_by_side(
         for name, (fn, arg) in calls.items():
             rounds = numbers[name]
             samples[name].append(_timed(fn, arg, rounds) / (10 * rounds))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: min(values) for name, values in samples.items()}
 
 
 def _cases(backend: Any) -> dict[str, tuple[Callable[[Any], Any], Any]]:
