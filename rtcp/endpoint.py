@@ -23,7 +23,6 @@ from . import segment as codec
 from .config import Config
 from .core import events as ev
 from .core.connection import ACK, RST, SYN, Connection, State, reset_for
-from .core.cookies import PERIOD as COOKIE_PERIOD
 from .core.cookies import check_cookie, make_cookie
 from .core.isn import initial_sequence_number, timestamp_offset
 from .segment import ChecksumError, Segment, SegmentError
@@ -101,10 +100,6 @@ class _ListenState:
         self.closed = False
 
 
-#: _on_cookie_ack's answer for a valid cookie that the full accept queue cannot take.
-_QUEUE_FULL: Slot = object.__new__(Slot)
-
-
 def _addr_key(addr: tuple) -> tuple:
     return (addr[0], addr[1])
 
@@ -134,8 +129,6 @@ class Endpoint:
         self._linger = linger
         self._half_open = 0
         self._batch_full = False
-        #: Until when ACKs to the listener may belong to cookie connections.
-        self._cookies_until = -math.inf
         trio.lowlevel.spawn_system_task(self._run, name=f"rtcp-endpoint-{self.local_port}")
 
     # ----------------------------------------------------------- user side
@@ -410,12 +403,7 @@ class Endpoint:
             if flags == ACK:
                 slot = self._on_cookie_ack(ls, seg, addr, key, now)
                 if slot is not None:
-                    return slot if slot is not _QUEUE_FULL else None
-                if now < self._cookies_until:
-                    # Maybe a later segment of a cookie connection whose ACK was
-                    # dropped (its sequence number no longer names the cookie):
-                    # like Linux after recent cookies, drop it rather than reset.
-                    return None
+                    return slot
         rst = reset_for(seg)
         if rst is not None:
             self._send_segments([rst], addr)
@@ -453,7 +441,6 @@ class Endpoint:
         synack = Segment(seg.dst_port, seg.src_port, isn, (seg.seq + 1) & 0xFFFFFFFF,
                          SYN | ACK, min(ls.config.receive_buffer, 0xFFFF), 0, options)
         self.stats.syn_cookies_sent += 1
-        self._cookies_until = now + 2 * COOKIE_PERIOD
         self._send_segments([synack], addr)
 
     def _on_cookie_ack(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,
@@ -463,12 +450,16 @@ class Endpoint:
         mss = check_cookie(self._secret, addr, (seg.dst_port, seg.src_port), irs, iss, now)
         if mss is None:
             return None
-        if len(ls.queue) >= ls.config.backlog:
-            # The client believes it is connected; a RST would break it.  Drop
-            # the ACK instead (as Linux does with a full accept queue): its data
-            # or FIN, retransmitted, carries the cookie again.
+        if len(ls.queue) >= ls.config.backlog + ls.config.syn_backlog:
+            # Beyond even the room kept for cookie clients: refuse (RST).
             self.stats.syn_dropped += 1
-            return _QUEUE_FULL
+            return None
+        # A full accept queue (up to backlog) does not turn a valid cookie away:
+        # the client already believes it is connected, and neither a RST (it
+        # breaks) nor a silent drop (a client waiting for the server to speak
+        # would wait forever: nobody retransmits) would do.  The cookie proved a
+        # real round trip, so these connections may overflow the queue by up to
+        # syn_backlog, the half-open ones they stand for.
         conn = Connection.from_cookie(
             ls.config, seg.dst_port, seg.src_port, iss=iss, irs=irs, mss=mss, now=now,
             max_datagram=self.max_datagram_for(addr, ls.config),
