@@ -749,7 +749,38 @@ def test_forged_unreachable_cannot_reset_a_live_peer() -> None:
         a.handle_segment(answer, now + 0.01)
         now += 0.5
     assert a.state == "ESTABLISHED" and a.error is None
-    assert a.timer() is None or a.timer() > now + 10  # no probe pending once answered
+    t = a.timer()  # the episode's check: the peer answered, so no probe and it ends
+    assert t is not None
+    a.handle_timer(t)
+    assert a.segments_to_send(t) == [] and a.timer() is None
+
+
+def test_a_lost_report_does_not_stop_the_probing() -> None:
+    a, _b, _ = connect()
+    a.on_unreachable(1.0)
+    _probe_round(a, 1.0)  # its report is lost (ICMP is rate-limited, or dropped)
+    probe = _probe_round(a, 1.2)  # probing goes on, RTO-doubled
+    a.on_unreachable(2.0)
+    _probe_round(a, 2.0)
+    assert a.state == "ESTABLISHED"
+    a.on_unreachable(3.0)  # three rounds with a report, none answered
+    assert a.state == "CLOSED" and probe.flags == ACK
+
+
+def test_an_inconclusive_episode_ends_and_old_reports_expire() -> None:
+    """Two reported rounds, then silence: after its probes the episode ends, and a
+    report an hour later starts afresh instead of completing the old count."""
+    a, _b, _ = connect()
+    a.on_unreachable(1.0)
+    _probe_round(a, 1.0)
+    a.on_unreachable(1.3)
+    probes = 1
+    while (t := a.timer()) is not None:
+        a.handle_timer(t)
+        probes += len(a.segments_to_send(t))
+    assert probes == 6 and a.state == "ESTABLISHED"
+    a.on_unreachable(3600.0)
+    assert a.state == "ESTABLISHED" and a.timer() is not None
 
 
 

@@ -42,10 +42,13 @@ MAX_SACK_RANGES = 64
 #: RTO for the first data when a SYN timed out and the handshake gave no RTT
 #: sample (RFC 6298 5.7): the path may be far slower than the 1 s guess.
 SYN_TIMEOUT_RTO = 3.0
-#: ICMP "port unreachable" reports, one per probe round with nothing heard from
-#: the peer since the first, after which a synchronized connection gives up:
-#: the peer's process is gone (a killed process sends no FIN and no RST).
+#: ICMP "port unreachable" while synchronized starts an episode of probes (RTO
+#: apart, doubling); when this many rounds (the first report's included) drew a
+#: report and the peer answered none, the peer's process is gone (a killed
+#: process sends no FIN and no RST) and the connection gives up.
 UNREACHABLE_STRIKES = 3
+#: Probes an episode sends at most; then, inconclusive, it ends quietly.
+UNREACHABLE_PROBES = 6
 
 
 class State(enum.StrEnum):
@@ -222,9 +225,11 @@ class Connection:
         self._ka_probes = 0
         self._ka_deadline: float | None = None
         # ICMP unreachable while synchronized: probed, not trusted (see on_unreachable).
-        self._icmp_since = -1.0
-        self._icmp_strikes = 0
-        self._icmp_probe_deadline: float | None = None
+        self._icmp_since = -1.0  # when the current episode started
+        self._icmp_rounds = 0  # probes sent in it
+        self._icmp_strikes = 0  # rounds that drew a report
+        self._icmp_counted = False  # the current round drew one already
+        self._icmp_probe_deadline: float | None = None  # set while an episode runs
         self._chack_window = now
         self._chack_count = 0
         self.error: ev.Event | None = None
@@ -368,7 +373,7 @@ class Connection:
 
         A connection in SYN_SENT gives up at once (refused).  A synchronized
         one probes the peer and gives up (refused) after UNREACHABLE_STRIKES
-        probe rounds drew reports and no answer: an idle receiver would
+        probe rounds drew reports and none an answer: an idle receiver would
         otherwise wait forever for a peer whose process was killed.
         """
         st = self.state
@@ -381,16 +386,16 @@ class Connection:
         # RFC 5927), so it only starts a check: probe the peer, as keepalive
         # does.  A live peer answers and clears the count; a gone one draws a
         # report per probe.  A burst of reports counts once per probe round.
-        if self._last_recv_time > self._icmp_since:
-            self._icmp_since = now
-            self._icmp_strikes = 0
-        elif self._icmp_probe_deadline is not None:
-            return  # this round already counted
-        self._icmp_strikes += 1
-        if self._icmp_strikes >= UNREACHABLE_STRIKES:
-            self._fail(ev.ConnectionReset(refused=True))
-            return
-        self._icmp_probe_deadline = now + self._rtt.rto
+        if self._icmp_probe_deadline is None or self._last_recv_time > self._icmp_since:
+            self._icmp_since = now  # a new episode
+            self._icmp_rounds = self._icmp_strikes = 0
+            self._icmp_counted = False
+            self._icmp_probe_deadline = now + self._rtt.rto
+        if not self._icmp_counted:
+            self._icmp_counted = True
+            self._icmp_strikes += 1
+            if self._icmp_strikes >= UNREACHABLE_STRIKES:
+                self._fail(ev.ConnectionReset(refused=True))
 
     def syn_may_reopen(self, seg: Segment) -> bool:
         """Whether a new SYN may replace this TIME_WAIT connection (RFC 6191).
@@ -471,10 +476,15 @@ class Connection:
             if self.state is S.CLOSED:
                 return
         if self._icmp_probe_deadline is not None and now >= self._icmp_probe_deadline:
-            self._icmp_probe_deadline = None
-            if self._last_recv_time <= self._icmp_since and self.state in SYNCHRONIZED:
+            self._icmp_probe_deadline = None  # the episode ends: the peer answered,
+            if (self._last_recv_time <= self._icmp_since  # or probing is inconclusive
+                    and self._icmp_rounds < UNREACHABLE_PROBES):
+                self._icmp_rounds += 1
+                self._icmp_counted = False
                 self.stats.keepalives_sent += 1
                 self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
+                self._icmp_probe_deadline = now + min(
+                    self._rtt.rto * (1 << self._icmp_rounds), self.config.max_rto)
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
