@@ -7,6 +7,9 @@ test can build a connection with exactly the knobs a user would set.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import operator
 from dataclasses import dataclass
 
 #: Fixed TCP header size; every segment carries at least this much.
@@ -19,21 +22,44 @@ MAX_UDP_PAYLOAD = 65507
 MIN_BUFFER = 2048
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _is_boolean(v: object) -> bool:
+    t = type(v)
+    return isinstance(v, bool) or (t.__module__ == "numpy" and t.__name__ in ("bool", "bool_"))
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # not NaN
+def _as_int(v: object) -> int | None:
+    """Any integer type (int, IntEnum, numpy's) as a plain int; bool is not one."""
+    if _is_boolean(v):
+        return None
+    try:
+        return operator.index(v)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
-#: Field annotation (a string here) -> the check its values must pass.
-_TYPE_CHECKS = {
-    "int": _is_int,
-    "float": _is_number,
-    "float | None": lambda v: v is None or _is_number(v),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
+def _as_float(v: object) -> float | None:
+    """Any real number as a float (NaN is not one, and neither is a bool)."""
+    if _is_boolean(v) or not isinstance(v, numbers.Real):
+        return None
+    f = float(v)
+    return None if math.isnan(f) else f
+
+
+def _as_bool(v: object) -> bool | None:
+    return bool(v) if _is_boolean(v) else None
+
+
+_NONE = object()  # a converter's answer for a legitimate None
+
+#: Field annotation -> converter to the plain type (None: the value is wrong).
+#: Annotations are strings here; a subclass may use real types.
+_CONVERT = {
+    "int": _as_int, int: _as_int,
+    "float": _as_float, float: _as_float,
+    "float | None": lambda v: _NONE if v is None else _as_float(v),
+    "bool": _as_bool, bool: _as_bool,
+    "str": lambda v: v if isinstance(v, str) else None,
+    str: lambda v: v if isinstance(v, str) else None,
 }
 
 
@@ -107,9 +133,18 @@ class Config:
                 raise ValueError(f"Config: {what}")
 
         for f in dataclasses.fields(self):
+            convert = _CONVERT.get(f.type)
+            if convert is None:
+                continue  # a subclass's field of some other type
             value = getattr(self, f.name)
-            if not _TYPE_CHECKS[f.type](value):
-                raise TypeError(f"Config: {f.name} must be {f.type}, not {value!r}")
+            plain = convert(value)
+            if plain is None:
+                name = f.type if isinstance(f.type, str) else f.type.__name__
+                raise TypeError(f"Config: {f.name} must be {name}, not {value!r}")
+            if plain is _NONE:
+                plain = None
+            if plain is not value:
+                object.__setattr__(self, f.name, plain)  # frozen: only here
 
         need(HEADER_SIZE + 64 <= self.max_datagram <= MAX_UDP_PAYLOAD,
              f"max_datagram must be in {HEADER_SIZE + 64}..{MAX_UDP_PAYLOAD}")

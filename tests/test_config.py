@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import fractions
 import math
+import typing
 
 import pytest
 
@@ -51,3 +54,25 @@ def test_replace_validates_again_and_config_is_frozen() -> None:
         cfg.replace(backlog=4.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.backlog = 3  # type: ignore[misc]
+
+
+def test_integer_and_real_types_become_plain_numbers() -> None:
+    class Backlog(enum.IntEnum):
+        SMALL = 16
+
+    cfg = Config(backlog=Backlog.SMALL, min_rto=fractions.Fraction(1, 4), connect_timeout=3)
+    assert cfg.backlog == 16 and type(cfg.backlog) is int
+    assert cfg.min_rto == 0.25 and type(cfg.min_rto) is float
+    assert type(cfg.connect_timeout) is float
+
+
+def test_a_subclass_may_add_fields_of_its_own() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class AppConfig(Config):
+        retries: int = 3
+        label: typing.Optional[str] = None  # noqa: UP045 (a real type object, not a string)
+
+    cfg = AppConfig(retries=4, backlog=8)
+    assert (cfg.retries, cfg.backlog, cfg.label) == (4, 8, None)
+    with pytest.raises(TypeError, match="retries"):
+        AppConfig(retries=4.5)
