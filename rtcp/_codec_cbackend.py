@@ -41,8 +41,9 @@ _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 class _Scratch(threading.local):
-    """Per-thread output buffer: cffi releases the GIL during calls, so a
-    module-global buffer could be overwritten by another thread mid-call.
+    """Per-thread output buffer: another thread may run between the C call and
+    the copy-out (the GIL can switch threads there, and free-threaded builds
+    have none), so a module-global buffer could be overwritten in between.
     Slicing the ffi.buffer view copies out the result faster than ffi.unpack."""
 
     def __init__(self) -> None:

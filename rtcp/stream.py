@@ -89,7 +89,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         self._conn = slot.conn
         self._local: tuple | None = None
         self._closed = False
-        self._close_done = False  # a graceful close finished (or abort() ran)
+        self._close_done = False  # our FIN was acknowledged (or abort() ran)
         self._eof_sent = False
         self._send_conflict = _Conflict("another task is using this stream to send")
         self._recv_conflict = _Conflict("another task is receiving from this stream")
@@ -256,7 +256,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         endpoint keeps retransmitting (bounded by the user timeout)."""
         if self._closed:
             return
-        self._closed = self._close_done = True
+        self._closed = True
         self._slot.lot.unpark_all()
         self._conn.close(trio.current_time())
         self._endpoint.kick(self._slot)
@@ -287,7 +287,9 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             self._endpoint.kick(slot)
             raise
         finally:
-            self._close_done = True
+            # Done unless close_timeout ran out with our FIN unacknowledged:
+            # then abort() may still stop the retransmissions.
+            self._close_done = conn.state in (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
             self._endpoint.release(slot)
 
 
@@ -366,9 +368,15 @@ def _client_endpoint(family: int, addr: tuple, tracer: object | None) -> Endpoin
 _V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
-def _check_port(port: object, lowest: int) -> None:
-    if isinstance(port, bool) or not isinstance(port, int) or not lowest <= port <= 65535:
+def _check_port(port: object, lowest: int) -> int:
+    """The port as a plain int (any integer type but bool); ValueError if it is not one."""
+    try:
+        number = None if isinstance(port, bool) else operator.index(port)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if number is None or not lowest <= number <= 65535:
         raise ValueError(f"port must be an int in {lowest}..65535, not {port!r}")
+    return number
 
 
 async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
@@ -439,7 +447,7 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
     ``TimeoutError`` (no answer within ``config.connect_timeout``).
     """
     config = config or Config()
-    _check_port(port, 1)
+    port = _check_port(port, 1)
     targets = await _resolve(host, port)
     errors: list[BaseException] = []
     for family, addr in targets:
@@ -479,7 +487,7 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
     ``port=0`` picks a free port, the same for every family where possible.
     """
     config = config or Config()
-    _check_port(port, 0)
+    port = _check_port(port, 0)
     await trio.lowlevel.checkpoint()
     if host is None:
         targets = [(socket.AF_INET, ("0.0.0.0", port))]

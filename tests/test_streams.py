@@ -611,6 +611,19 @@ async def test_abort_after_a_finished_aclose_changes_nothing() -> None:
         assert b.state in ("LAST_ACK", "CLOSED")
 
 
+async def test_abort_still_stops_an_aclose_that_timed_out(autojump_clock) -> None:
+    blackhole = False
+    net = MemoryNetwork(filter=lambda data, src, dst: not blackhole)
+    client, server = await memory_pair(net, Config(close_timeout=2.0))
+    blackhole = True  # the peer's ACK of our FIN never comes
+    with trio.fail_after(10):
+        await client.aclose()  # returns after close_timeout, FIN still unacknowledged
+    assert client.state == "FIN_WAIT_1"
+    client.abort()  # ... so abort() ends its retransmissions with a RST
+    assert client.state == "CLOSED" and client.stats.resets_sent == 1
+    server.abort()
+
+
 async def test_ipv6_literal_in_long_form() -> None:
     with trio.fail_after(20):
         [listener] = await rtcp.open_rtcp_listeners(0, host="::1")
