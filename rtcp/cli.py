@@ -32,6 +32,7 @@ import os
 import socket
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -617,13 +618,21 @@ async def _recv(s: Session) -> None:
         digest = hashlib.sha256()
         got = 0
         start = time.monotonic()
-        # The file gets its name only once its SHA-256 matched: a failed or
-        # interrupted transfer never leaves a truncated file under that name.
-        partial = target.with_name(f".{target.name}.rtcp-partial")
+        if target.is_dir():
+            raise CliError(f"cannot write {target}: it is a directory")
+        # The file gets its name only once its SHA-256 matched (and before the
+        # sender hears so): a failed or interrupted transfer never leaves a
+        # truncated file under that name.  A unique part file per transfer.
         try:
-            file = open(partial, "wb")
+            fd, part_name = tempfile.mkstemp(dir=target.parent, suffix=".rtcp-partial",
+                                             prefix=f".{target.name[:64]}.")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+            file = os.fdopen(fd, "wb")
         except OSError as exc:
-            raise CliError(f"cannot write {partial}: {exc.strerror or exc}") from None
+            raise CliError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
+        partial = Path(part_name)
         try:
             with file, _progress(args, f"recv {name}", size) as update:
                 while got < size:
@@ -634,6 +643,8 @@ async def _recv(s: Session) -> None:
                     digest.update(data)
                     got += len(data)
                     update(got)
+                file.flush()
+                os.fsync(file.fileno())
             if got < size:
                 raise CliError(f"short file: {peer} closed after {got:,} of {size:,} bytes; "
                                f"nothing saved")
@@ -641,12 +652,16 @@ async def _recv(s: Session) -> None:
             if len(theirs) < DIGEST_SIZE:
                 raise CliError(f"{peer} closed before sending its SHA-256; nothing saved")
             ours = digest.digest()
-            await stream.send_all(ours)
+            if ours == theirs:
+                try:
+                    os.replace(partial, target)
+                except OSError as exc:
+                    raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+            await stream.send_all(ours)  # the sender's "OK" now means "saved"
             await stream.send_eof()
             await _drain(stream)
             _out(f"received {name}: {_rate(got, time.monotonic() - start)}")
             _compare(ours, theirs, peer, "received", "sent")
-            os.replace(partial, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()

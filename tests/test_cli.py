@@ -284,6 +284,19 @@ def test_recv_into_directory_keeps_name(tmp_path: Path) -> None:
     assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]  # the part file was renamed
 
 
+def test_recv_refuses_a_directory_in_the_files_place(tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("rtcp\n" * 100)
+    out_dir = tmp_path / "inbox"
+    (out_dir / "notes.txt").mkdir(parents=True)  # where the file would go
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(out_dir), "-q") as recv:
+        sent = run_rtcp("send", LOOP, str(recv.port), str(source), "--quiet")
+        recv.wait(timeout=30)
+    assert_one_line_error(recv.result(), 1, "is a directory")
+    assert sent.returncode != 0 and "OK" not in sent.stdout  # the sender is not told "saved"
+    assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]
+
+
 def _header(size: int, name: bytes = b"x.bin") -> bytes:
     return FILE_HEADER.pack(FILE_MAGIC, FILE_VERSION, len(name), size) + name
 
