@@ -42,6 +42,8 @@ MAX_SACK_RANGES = 64
 #: RTO for the first data when a SYN timed out and the handshake gave no RTT
 #: sample (RFC 6298 5.7): the path may be far slower than the 1 s guess.
 SYN_TIMEOUT_RTO = 3.0
+#: Received segments at least this big are returned by receive() on their own.
+LARGE_CHUNK = 16384
 #: ICMP "port unreachable" while synchronized starts an episode of probes (RTO
 #: apart, doubling); when this many rounds (the first report's included) drew a
 #: report and the peer answered none, the peer's process is gone (a killed
@@ -306,8 +308,12 @@ class Connection:
         buf = self._rcvbuf
         off = self._rcv_off
         first = buf[0]
-        if off == 0 and len(first) == n:
-            data = buf.popleft()  # the common bulk case: no copy at all
+        if off == 0 and (len(first) == n or LARGE_CHUNK <= len(first) < n):
+            # The common bulk cases: no copy at all.  A large segment (64 KiB
+            # datagrams) is handed over whole, even if more data waits, rather
+            # than copied twice into a max_bytes join.
+            data = buf.popleft()
+            n = len(data)
         else:
             parts = []
             need = n
@@ -954,7 +960,13 @@ class Connection:
         d_hi = min(hi, data_end)
         if d_hi > lo:
             base = self._snd_off - self._sndbuf_seq
-            payload = bytes(self._sndbuf[lo + base: d_hi + base])
+            if d_hi - lo > 4096:
+                # One copy instead of two (bytearray slice, then bytes); a
+                # view costs more than it saves for small segments.
+                with memoryview(self._sndbuf) as view:
+                    payload = bytes(view[lo + base: d_hi + base])
+            else:
+                payload = bytes(self._sndbuf[lo + base: d_hi + base])
         else:
             payload = b""
         flags = ACK
