@@ -287,7 +287,7 @@ class Endpoint:
     def _on_events(self, slot: Slot, events: list[ev.Event], now: float) -> None:
         for e in events:
             if isinstance(e, ev.StateChanged):
-                if self.tracer is not None:
+                if self.tracer is not None and not (slot.from_listener and e.new == "LISTEN"):
                     self._trace("on_state", now, self.local_address, slot.addr, e.old, e.new)
                 if slot.from_listener:
                     if e.old == "SYN_RECEIVED":
@@ -374,10 +374,15 @@ class Endpoint:
         except SegmentError:
             self.stats.malformed += 1
             return None
-        if self.tracer is not None:
-            self._trace("on_segment", now, "in", self.local_address, addr, seg)
         key = (addr[0], addr[1], seg.dst_port, seg.src_port)
         slot = self._slots.get(key)
+        if self.tracer is not None:
+            if slot is None and seg.flags & (SYN | ACK | RST) == SYN and \
+                    self._listen is not None and not self._listen.closed:
+                # The listener was there before the SYN: say so first (the new
+                # connection's own CLOSED -> LISTEN step is not traced).
+                self._trace("on_state", now, self.local_address, addr, "CLOSED", "LISTEN")
+            self._trace("on_segment", now, "in", self.local_address, addr, seg)
         if slot is not None:
             state = slot.conn.state
             if state is State.CLOSED:

@@ -602,3 +602,32 @@ def test_base_tracer_is_a_null_tracer() -> None:
         LadderTracer(io.StringIO()).on_segment(
             0.0, "sideways", CLIENT, SERVER, Segment(1, 2, 3, 4, A, 5)
         )
+
+
+async def test_listener_trace_says_listen_before_the_first_syn() -> None:
+    import trio
+
+    import rtcp
+    from rtcp.trace import Tracer
+
+    class Recorder(Tracer):
+        def __init__(self) -> None:
+            self.events: list[tuple] = []
+
+        def on_state(self, now, local, remote, old, new) -> None:  # noqa: ANN001
+            self.events.append(("state", old, new))
+
+        def on_segment(self, now, direction, local, remote, seg) -> None:  # noqa: ANN001
+            self.events.append(("seg", direction, int(seg.flags)))
+
+    rec = Recorder()
+    with trio.fail_after(10):
+        [listener] = await rtcp.open_rtcp_listeners(0, host="127.0.0.1", tracer=rec)
+        async with trio.open_nursery() as n:
+            n.start_soon(listener.accept)
+            client = await rtcp.open_rtcp_stream("127.0.0.1", listener.local_address[1])
+        client.abort()
+        await listener.aclose()
+    assert rec.events[:2] == [("state", "CLOSED", "LISTEN"), ("seg", "in", int(Flags.SYN))]
+    assert ("state", "LISTEN", "SYN_RECEIVED") in rec.events
+    assert sum(e == ("state", "CLOSED", "LISTEN") for e in rec.events) == 1
