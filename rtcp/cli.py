@@ -38,7 +38,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import trio
 
@@ -600,7 +600,8 @@ async def _recv(s: Session) -> None:
     args = s.args
     output = Path(args.output)
     parent = output if output.is_dir() else output.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
+    writable_file = output.exists() and not output.is_dir() and os.access(output, os.W_OK)
+    if not writable_file and (not parent.is_dir() or not os.access(parent, os.W_OK)):
         raise CliError(f"cannot write {args.output}: {parent} is not a writable directory")
     listeners = await _listen(s, args.host, args.port)
     _out(f"rtcp recv: listening on {_addresses(listeners)}, saving to {args.output}")
@@ -618,53 +619,101 @@ async def _recv(s: Session) -> None:
         digest = hashlib.sha256()
         got = 0
         start = time.monotonic()
-        if target.is_dir():
-            raise CliError(f"cannot write {target}: it is a directory")
-        # The file gets its name only once its SHA-256 matched (and before the
-        # sender hears so): a failed or interrupted transfer never leaves a
-        # truncated file under that name.  A unique part file per transfer.
+        out = _Output(target)
         try:
-            fd, part_name = tempfile.mkstemp(dir=target.parent, suffix=".rtcp-partial",
-                                             prefix=f".{target.name[:64]}.")
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
-            file = os.fdopen(fd, "wb")
-        except OSError as exc:
-            raise CliError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
-        partial = Path(part_name)
-        try:
-            with file, _progress(args, f"recv {name}", size) as update:
+            with out.file, _progress(args, f"recv {name}", size) as update:
                 while got < size:
                     data = await stream.receive_some(min(CHUNK, size - got))
                     if not data:
                         break
-                    file.write(data)
+                    out.file.write(data)
                     digest.update(data)
                     got += len(data)
                     update(got)
-                file.flush()
-                os.fsync(file.fileno())
             if got < size:
                 raise CliError(f"short file: {peer} closed after {got:,} of {size:,} bytes; "
-                               f"nothing saved")
+                               f"{out.lost}")
             theirs = await _receive_exactly(stream, DIGEST_SIZE)
             if len(theirs) < DIGEST_SIZE:
-                raise CliError(f"{peer} closed before sending its SHA-256; nothing saved")
+                raise CliError(f"{peer} closed before sending its SHA-256; {out.lost}")
             ours = digest.digest()
             if ours == theirs:
-                try:
-                    os.replace(partial, target)
-                except OSError as exc:
-                    raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+                out.commit()
             await stream.send_all(ours)  # the sender's "OK" now means "saved"
             await stream.send_eof()
             await _drain(stream)
             _out(f"received {name}: {_rate(got, time.monotonic() - start)}")
             _compare(ours, theirs, peer, "received", "sent")
         finally:
+            out.discard()
+
+
+class _Output:
+    """Where recv writes.  Normally a part file beside the (symlink-resolved)
+    target, renamed over it once the SHA-256 matched, so a failed or
+    interrupted transfer never leaves a truncated file under that name.  A
+    device or FIFO (``-o /dev/null``), or a writable file in a directory we
+    cannot create files in, is written in place as before."""
+
+    def __init__(self, target: Path) -> None:
+        real = Path(os.path.realpath(target))
+        try:
+            name_max = os.pathconf(real.parent, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            name_max = 255
+        if len(os.fsencode(real.name)) > name_max:  # checked before any data moves
+            raise CliError(f"cannot write {target}: file name longer than {name_max} bytes")
+        if real.is_dir():
+            raise CliError(f"cannot write {target}: it is a directory")
+        self.final = real
+        self.part: Path | None = None
+        self.lost = f"{target} is incomplete"
+        if real.exists() and not real.is_file():
+            self.file = self._open(real)
+            return
+        try:
+            fd, part = tempfile.mkstemp(dir=real.parent, prefix=".rtcp-", suffix=".part")
+        except OSError as exc:
+            if real.is_file() and os.access(real, os.W_OK):
+                self.file = self._open(real)
+                return
+            raise CliError(f"cannot write in {real.parent}: {exc.strerror or exc}") from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
+        self.file = os.fdopen(fd, "wb")
+        self.part = Path(part)
+        self.lost = "nothing saved"
+
+    @staticmethod
+    def _open(path: Path) -> BinaryIO:
+        try:
+            return open(path, "wb")
+        except OSError as exc:
+            raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def commit(self) -> None:
+        """The digests matched: make the data durable under its name."""
+        if self.part is None:
+            return
+        with open(self.part, "rb+") as f:
+            os.fsync(f.fileno())
+        try:
+            os.replace(self.part, self.final)
+        except OSError as exc:
+            raise CliError(f"cannot write {self.final}: {exc.strerror or exc}") from None
+        self.part = None
+        with contextlib.suppress(OSError):  # the rename itself, where the OS allows
+            dir_fd = os.open(self.final.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def discard(self) -> None:
+        if self.part is not None:
             with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
+                self.part.unlink()
 
 
 # ------------------------------------------------------------------ relay

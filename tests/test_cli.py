@@ -11,7 +11,9 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -295,6 +297,49 @@ def test_recv_refuses_a_directory_in_the_files_place(tmp_path: Path) -> None:
     assert_one_line_error(recv.result(), 1, "is a directory")
     assert sent.returncode != 0 and "OK" not in sent.stdout  # the sender is not told "saved"
     assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]
+
+
+def test_recv_writes_through_a_symlink_and_into_a_fifo(tmp_path: Path) -> None:
+    """A symlink keeps pointing at the (replaced) file; a FIFO or device is
+    written in place, never replaced by a regular file."""
+    payload = os.urandom(200_000)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    real = tmp_path / "store" / "real.bin"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = bytearray()
+
+    def read_fifo() -> None:
+        with open(fifo, "rb") as f:
+            while chunk := f.read(65536):
+                got.extend(chunk)
+
+    reader = threading.Thread(target=read_fifo)
+    reader.start()
+    for out in (link, fifo):
+        with Background("recv", "--host", LOOP, "--port", "0", "-o", str(out), "-q") as recv:
+            sent = run_rtcp("send", LOOP, str(recv.port), str(source), "--quiet")
+            recv.wait(timeout=30)
+        assert sent.returncode == 0 and recv.returncode == 0, (sent.stderr, recv.stderr)
+    reader.join(timeout=30)
+    assert link.is_symlink() and real.read_bytes() == payload
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and bytes(got) == payload
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.bin"]
+
+
+def test_recv_refuses_a_name_too_long_for_the_file_system(tmp_path: Path) -> None:
+    long_name = "\N{GRINNING FACE}" * 70  # 280 bytes in UTF-8, 70 characters
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(tmp_path)) as recv:
+        body = _header(10, long_name.encode()) + b"x" * 10
+        trio.run(_fake_sender, recv.port, body)
+        recv.wait(timeout=30)
+    assert_one_line_error(recv.result(), 1, "file name longer than")
+    assert list(tmp_path.iterdir()) == []
 
 
 def _header(size: int, name: bytes = b"x.bin") -> bytes:
