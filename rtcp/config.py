@@ -38,11 +38,13 @@ def _as_int(v: object) -> int | None:
 
 
 def _as_float(v: object) -> float | None:
-    """Any real number as a float (NaN is not one, and neither is a bool)."""
+    """Any real number as a float (a bool is not one; NaN fails the range checks)."""
     if _is_boolean(v) or not isinstance(v, numbers.Real):
         return None
-    f = float(v)
-    return None if math.isnan(f) else f
+    try:
+        return float(v)
+    except OverflowError:  # an int too large for a float: as good as infinite
+        return math.inf if v > 0 else -math.inf  # type: ignore[operator]
 
 
 def _as_bool(v: object) -> bool | None:
@@ -58,8 +60,8 @@ _CONVERT = {
     "float": _as_float, float: _as_float,
     "float | None": lambda v: _NONE if v is None else _as_float(v),
     "bool": _as_bool, bool: _as_bool,
-    "str": lambda v: v if isinstance(v, str) else None,
-    str: lambda v: v if isinstance(v, str) else None,
+    "str": lambda v: str(v) if isinstance(v, str) else None,
+    str: lambda v: str(v) if isinstance(v, str) else None,
 }
 
 

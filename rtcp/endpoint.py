@@ -22,7 +22,8 @@ import trio
 from . import segment as codec
 from .config import Config
 from .core import events as ev
-from .core.connection import ACK, RST, SYN, Connection, State, reset_for
+from .core.connection import ACK, FIN, RST, SYN, Connection, State, reset_for
+from .core.cookies import PERIOD as COOKIE_PERIOD
 from .core.cookies import check_cookie, make_cookie
 from .core.isn import initial_sequence_number, timestamp_offset
 from .segment import ChecksumError, Segment, SegmentError
@@ -129,6 +130,8 @@ class Endpoint:
         self._linger = linger
         self._half_open = 0
         self._batch_full = False
+        #: Until when data or FIN to the listener may belong to a cookie connection.
+        self._cookies_until = -math.inf
         trio.lowlevel.spawn_system_task(self._run, name=f"rtcp-endpoint-{self.local_port}")
 
     # ----------------------------------------------------------- user side
@@ -409,6 +412,12 @@ class Endpoint:
                 slot = self._on_cookie_ack(ls, seg, addr, key, now)
                 if slot is not None:
                     return slot
+                if now < self._cookies_until and (seg.payload or seg.flags & FIN):
+                    # Perhaps a cookie connection's later segment whose handshake
+                    # ACK (and first segment) was lost: its sequence number no
+                    # longer names the cookie.  Drop it (its retransmission will);
+                    # a reset would break a client that believes it is connected.
+                    return None
         rst = reset_for(seg)
         if rst is not None:
             self._send_segments([rst], addr)
@@ -446,6 +455,7 @@ class Endpoint:
         synack = Segment(seg.dst_port, seg.src_port, isn, (seg.seq + 1) & 0xFFFFFFFF,
                          SYN | ACK, min(ls.config.receive_buffer, 0xFFFF), 0, options)
         self.stats.syn_cookies_sent += 1
+        self._cookies_until = now + 2 * COOKIE_PERIOD  # check_cookie's validity
         self._send_segments([synack], addr)
 
     def _on_cookie_ack(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,

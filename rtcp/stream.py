@@ -58,6 +58,10 @@ def _broken(conn_error: ev.Event | None) -> trio.BrokenResourceError:
     return exc
 
 
+#: States in which a graceful close of ours is complete (the FIN was acknowledged).
+_CLOSE_FINISHED = frozenset({State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED})
+
+
 def _route_source(local: tuple, remote: tuple) -> tuple:
     """``local`` with a wildcard host replaced by the source address towards ``remote``.
 
@@ -89,7 +93,6 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         self._conn = slot.conn
         self._local: tuple | None = None
         self._closed = False
-        self._close_done = False  # our FIN was acknowledged (or abort() ran)
         self._eof_sent = False
         self._send_conflict = _Conflict("another task is using this stream to send")
         self._recv_conflict = _Conflict("another task is receiving from this stream")
@@ -241,9 +244,8 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         Also cuts short an ``aclose()`` that is still waiting for its FIN's ACK;
         after a finished graceful close it does nothing (that close stands).
         """
-        if self._close_done:
-            return
-        self._close_done = True
+        if self._closed and self._conn.state in _CLOSE_FINISHED:
+            return  # our FIN was acknowledged (perhaps after aclose gave up): that stands
         if self._conn.state is not State.CLOSED:
             self._conn.abort(trio.current_time())
             self._endpoint.kick(self._slot)
@@ -287,9 +289,6 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             self._endpoint.kick(slot)
             raise
         finally:
-            # Done unless close_timeout ran out with our FIN unacknowledged:
-            # then abort() may still stop the retransmissions.
-            self._close_done = conn.state in (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
             self._endpoint.release(slot)
 
 

@@ -699,3 +699,41 @@ async def test_desynchronised_pair_does_not_ack_storm(autojump_clock) -> None:
         s.abort()
     # At most a couple of throttled ACKs per second and direction.
     assert exchanged <= 100
+
+
+async def test_cookie_client_survives_losing_its_ack_and_first_segment(autojump_clock) -> None:
+    """A cookie connection's handshake ACK and first data segment are lost: the
+    second segment no longer names the cookie.  It is dropped, not reset, and the
+    retransmitted first segment opens the connection; every byte arrives."""
+    lost: list[int] = []
+
+    def lossy(data: bytes, src: tuple, dst: tuple) -> bool:
+        seg = decode(data)
+        if src[0] == "10.0.0.1" and seg.flags & ACK and len(lost) < 2:
+            if not seg.payload and not lost:
+                lost.append(0)  # the bare handshake ACK
+                return False
+            if seg.payload and len(lost) == 1:
+                lost.append(len(seg.payload))  # the first data segment
+                return False
+        return True
+
+    net = MemoryNetwork(filter=lossy)
+    cfg = Config(syn_backlog=1)
+    server, listener = memory_listener(net, cfg)
+    filler = RawPeer(net, "10.9.9.9")  # holds the one half-open slot: cookies from now on
+    filler.send(Segment(filler.port, 7, 1, 0, SYN, 65535, 0, ((2, 1460),)), ("10.0.0.2", 7))
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    data = random.Random(5).randbytes(3000)
+    with trio.fail_after(60):
+        await trio.sleep(0.01)
+        client = await connect_endpoint(client_ep, ("10.0.0.2", 7), cfg)
+        await client.send_all(data)
+        stream = await listener.accept()
+        got = b""
+        while len(got) < len(data):
+            got += await stream.receive_some()
+    assert got == data and len(lost) == 2 and lost[1] > 0
+    assert server.stats.syn_cookies_accepted == 1 and server.stats.resets_sent == 0
+    client.abort()
+    stream.abort()

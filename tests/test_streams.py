@@ -624,6 +624,21 @@ async def test_abort_still_stops_an_aclose_that_timed_out(autojump_clock) -> Non
     server.abort()
 
 
+async def test_abort_after_a_late_acknowledged_close_changes_nothing(autojump_clock) -> None:
+    blackhole = False
+    net = MemoryNetwork(filter=lambda data, src, dst: not blackhole)
+    client, server = await memory_pair(net, Config(close_timeout=2.0))
+    blackhole = True
+    with trio.fail_after(10):
+        await client.aclose()  # gives up waiting; the endpoint keeps retransmitting
+        blackhole = False
+        await trio.sleep(5)  # the retransmitted FIN gets through and is acknowledged
+    assert client.state == "FIN_WAIT_2"
+    client.abort()
+    assert client.state == "FIN_WAIT_2" and client.stats.resets_sent == 0
+    server.abort()
+
+
 async def test_ipv6_literal_in_long_form() -> None:
     with trio.fail_after(20):
         [listener] = await rtcp.open_rtcp_listeners(0, host="::1")
