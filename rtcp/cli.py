@@ -30,9 +30,9 @@ import hashlib
 import logging
 import os
 import socket
+import stat
 import struct
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -591,7 +591,7 @@ def _target(output: Path, name: str) -> Path:
     if not output.is_dir():
         return output
     base = Path(name).name
-    if base in ("", ".", ".."):
+    if base in ("", ".", "..") or "\0" in base:
         raise CliError(f"the sender's file name {name!r} is not usable; give --output a file")
     return output / base
 
@@ -630,6 +630,7 @@ async def _recv(s: Session) -> None:
                     digest.update(data)
                     got += len(data)
                     update(got)
+                out.sync()
             if got < size:
                 raise CliError(f"short file: {peer} closed after {got:,} of {size:,} bytes; "
                                f"{out.lost}")
@@ -649,71 +650,46 @@ async def _recv(s: Session) -> None:
 
 
 class _Output:
-    """Where recv writes.  Normally a part file beside the (symlink-resolved)
-    target, renamed over it once the SHA-256 matched, so a failed or
-    interrupted transfer never leaves a truncated file under that name.  A
-    device or FIFO (``-o /dev/null``), or a writable file in a directory we
-    cannot create files in, is written in place as before."""
+    """Where recv writes: straight into the target with open(), as cp does, so
+    symlinks, FIFOs, devices, modes and the kernel's link protections behave
+    as users expect.  A regular file that this transfer created is removed
+    again unless the transfer completes with matching digests, so a failed
+    transfer never leaves a truncated file of its own making under the name."""
 
     def __init__(self, target: Path) -> None:
-        real = Path(os.path.realpath(target))
         try:
-            name_max = os.pathconf(real.parent, "PC_NAME_MAX")
+            name_max = os.pathconf(target.parent, "PC_NAME_MAX")
         except (OSError, ValueError):
             name_max = 255
-        if len(os.fsencode(real.name)) > name_max:  # checked before any data moves
+        if len(os.fsencode(target.name)) > name_max:  # checked before any data moves
             raise CliError(f"cannot write {target}: file name longer than {name_max} bytes")
-        if real.is_dir():
+        if target.is_dir():
             raise CliError(f"cannot write {target}: it is a directory")
-        self.final = real
-        self.part: Path | None = None
-        self.lost = f"{target} is incomplete"
-        if real.exists() and not real.is_file():
-            self.file = self._open(real)
-            return
+        self.target = target
+        self.created = not os.path.lexists(target)
         try:
-            fd, part = tempfile.mkstemp(dir=real.parent, prefix=".rtcp-", suffix=".part")
+            self.file: BinaryIO = open(target, "wb")
         except OSError as exc:
-            if real.is_file() and os.access(real, os.W_OK):
-                self.file = self._open(real)
-                return
-            raise CliError(f"cannot write in {real.parent}: {exc.strerror or exc}") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
-        self.file = os.fdopen(fd, "wb")
-        self.part = Path(part)
-        self.lost = "nothing saved"
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+        self.regular = stat.S_ISREG(os.fstat(self.file.fileno()).st_mode)
+        self.done = False
+        self.lost = ("nothing saved" if self.created and self.regular
+                     else f"{target} is incomplete")
 
-    @staticmethod
-    def _open(path: Path) -> BinaryIO:
-        try:
-            return open(path, "wb")
-        except OSError as exc:
-            raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    def sync(self) -> None:
+        """Make what was written durable (before the sender is told it was saved)."""
+        if self.regular:
+            self.file.flush()
+            os.fsync(self.file.fileno())
 
     def commit(self) -> None:
-        """The digests matched: make the data durable under its name."""
-        if self.part is None:
-            return
-        with open(self.part, "rb+") as f:
-            os.fsync(f.fileno())
-        try:
-            os.replace(self.part, self.final)
-        except OSError as exc:
-            raise CliError(f"cannot write {self.final}: {exc.strerror or exc}") from None
-        self.part = None
-        with contextlib.suppress(OSError):  # the rename itself, where the OS allows
-            dir_fd = os.open(self.final.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        self.done = True
 
     def discard(self) -> None:
-        if self.part is not None:
+        """Unless committed, remove the file if this transfer created it."""
+        if not self.done and self.created and self.regular:
             with contextlib.suppress(FileNotFoundError):
-                self.part.unlink()
+                self.target.unlink()
 
 
 # ------------------------------------------------------------------ relay

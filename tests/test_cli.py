@@ -283,7 +283,7 @@ def test_recv_into_directory_keeps_name(tmp_path: Path) -> None:
         recv.wait(timeout=30)
     assert sent.returncode == 0 and recv.returncode == 0, (sent.stderr, recv.stderr)
     assert (out_dir / "notes.txt").read_bytes() == source.read_bytes()
-    assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]  # the part file was renamed
+    assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]  # nothing else left behind
 
 
 def test_recv_refuses_a_directory_in_the_files_place(tmp_path: Path) -> None:
@@ -300,8 +300,8 @@ def test_recv_refuses_a_directory_in_the_files_place(tmp_path: Path) -> None:
 
 
 def test_recv_writes_through_a_symlink_and_into_a_fifo(tmp_path: Path) -> None:
-    """A symlink keeps pointing at the (replaced) file; a FIFO or device is
-    written in place, never replaced by a regular file."""
+    """recv writes with open() as cp does: through a symlink (which stays a
+    link) and into a FIFO or device, never replacing either by a file."""
     payload = os.urandom(200_000)
     source = tmp_path / "payload.bin"
     source.write_bytes(payload)
