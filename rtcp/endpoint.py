@@ -24,7 +24,7 @@ from .config import Config
 from .core import events as ev
 from .core.connection import ACK, FIN, RST, SYN, Connection, State, reset_for
 from .core.cookies import PERIOD as COOKIE_PERIOD
-from .core.cookies import check_cookie, make_cookie
+from .core.cookies import check_cookie, make_cookie, may_be_cookie
 from .core.isn import initial_sequence_number, timestamp_offset
 from .segment import ChecksumError, Segment, SegmentError
 from .transport import DatagramTransport
@@ -412,7 +412,8 @@ class Endpoint:
                 slot = self._on_cookie_ack(ls, seg, addr, key, now)
                 if slot is not None:
                     return slot
-                if now < self._cookies_until and (seg.payload or seg.flags & FIN):
+                if (now < self._cookies_until and (seg.payload or seg.flags & FIN)
+                        and may_be_cookie((seg.ack - 1) & 0xFFFFFFFF, now)):
                     # Perhaps a cookie connection's later segment whose handshake
                     # ACK (and first segment) was lost: its sequence number no
                     # longer names the cookie.  Drop it (its retransmission will);

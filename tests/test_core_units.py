@@ -810,3 +810,21 @@ def test_data_beyond_the_right_window_edge_is_trimmed() -> None:
     b.handle_segment(from_peer(b, base, data), 1.0)
     assert read_all(b, 1.0) == data[:8192]
     assert b.rcv_nxt == base + 8192
+
+
+# ============================================================== SYN cookies
+def test_syn_cookie_round_trip_expiry_and_time_filter() -> None:
+    from rtcp.core.cookies import PERIOD, check_cookie, make_cookie, may_be_cookie
+
+    secret, peer, ports = b"k" * 16, ("10.0.0.1", 4000), (7, 4000)
+    isn, mss = make_cookie(secret, peer, ports, 1234, 1460, now=100.0)
+    assert mss == 1452  # the largest table entry not above the peer's MSS
+    assert check_cookie(secret, peer, ports, 1234, isn, now=100.0 + PERIOD) == mss
+    assert check_cookie(secret, peer, ports, 1234, isn, now=100.0 + 2 * PERIOD) is None  # expired
+    assert check_cookie(secret, peer, ports, 1235, isn, now=100.0) is None  # other peer ISN
+    assert check_cookie(secret, ("10.0.0.2", 4000), ports, 1234, isn, now=100.0) is None
+    assert check_cookie(b"j" * 16, peer, ports, 1234, isn, now=100.0) is None
+    assert may_be_cookie(isn, 100.0) and may_be_cookie(isn, 100.0 + PERIOD)
+    assert not may_be_cookie(isn, 100.0 + 2 * PERIOD)
+    passing = sum(may_be_cookie(v << 27, 100.0) for v in range(32))
+    assert passing == 2  # the filter lets 2 of the 32 time values through
