@@ -48,8 +48,8 @@ class EndpointStats:
     #: RSTs sent, by connections and for segments that matched none.
     resets_sent: int = 0
     #: SYNs to the listener; of those, answered with a SYN cookie (half-open
-    #: queue full); cookies that came back valid; SYNs or cookie ACKs dropped
-    #: because the accept queue was full.
+    #: queue full); cookies that came back valid; SYNs dropped, or cookie ACKs
+    #: refused, because the accept queue was full.
     syn_received: int = 0
     syn_cookies_sent: int = 0
     syn_cookies_accepted: int = 0
@@ -416,8 +416,9 @@ class Endpoint:
                         and may_be_cookie((seg.ack - 1) & 0xFFFFFFFF, now)):
                     # Perhaps a cookie connection's later segment whose handshake
                     # ACK (and first segment) was lost: its sequence number no
-                    # longer names the cookie.  Drop it (its retransmission will);
-                    # a reset would break a client that believes it is connected.
+                    # longer names the cookie.  Drop it: the client retransmits
+                    # from its first byte, which does; a reset would break a
+                    # client that believes it is connected.
                     return None
         rst = reset_for(seg)
         if rst is not None:
