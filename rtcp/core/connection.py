@@ -487,8 +487,7 @@ class Connection:
                     and self._icmp_rounds < UNREACHABLE_PROBES):
                 self._icmp_rounds += 1
                 self._icmp_counted = False
-                self.stats.keepalives_sent += 1
-                self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
+                self._send_probe(now)
                 self._icmp_probe_deadline = now + min(
                     self._rtt.rto * (1 << self._icmp_rounds), self.config.max_rto)
         if self._delack_deadline is not None and now >= self._delack_deadline:
@@ -1250,8 +1249,9 @@ class Connection:
             self._bw_bytes = 0
             self._bw_t0 = now
 
-    def _loss_ssthresh(self, flight: int) -> int:
-        """ssthresh after a loss; ``flight`` is RFC 5681's FlightSize (SACKed bytes too)."""
+    def _loss_ssthresh(self) -> int:
+        """ssthresh after a loss, from RFC 5681's FlightSize (SACKed bytes too)."""
+        flight = self.snd_nxt - self.snd_una
         mss = self._payload_room()
         cwnd = self.cwnd
         if self.config.congestion_control == "westwood" and self._bwe and self._min_rtt:
@@ -1297,7 +1297,7 @@ class Connection:
                 return
             self._in_recovery = True
             self._recover = self.snd_nxt
-            self.ssthresh = self._loss_ssthresh(self.snd_nxt - self.snd_una)
+            self.ssthresh = self._loss_ssthresh()
             self.cwnd = min(self.cwnd, self.ssthresh)
             self._ca_acc = 0
             self._rtx_force = True
@@ -1384,7 +1384,7 @@ class Connection:
             self._send_syn(now)
             return
         mss = self._payload_room()
-        self.ssthresh = self._loss_ssthresh(self.snd_nxt - self.snd_una)
+        self.ssthresh = self._loss_ssthresh()
         self.cwnd = mss
         self._rtx_time.clear()
         self._tlp_deadline = None
@@ -1423,9 +1423,13 @@ class Connection:
             self._time_out("keepalive")
             return
         self._ka_probes += 1
+        self._send_probe(now)
+        self._ka_deadline = now + cfg.keepalive_interval
+
+    def _send_probe(self, now: float) -> None:
+        """A liveness probe: an old sequence number, which a live peer must ACK."""
         self.stats.keepalives_sent += 1
         self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
-        self._ka_deadline = now + cfg.keepalive_interval
 
     def _user_deadline(self) -> float | None:
         if self.snd_nxt > self.snd_una and self.state in SYNCHRONIZED:
