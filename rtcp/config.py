@@ -51,6 +51,10 @@ def _as_bool(v: object) -> bool | None:
     return bool(v) if _is_boolean(v) else None
 
 
+def _as_str(v: object) -> str | None:
+    return str(v) if isinstance(v, str) else None
+
+
 _NONE = object()  # a converter's answer for a legitimate None
 
 #: Field annotation -> converter to the plain type (None: the value is wrong).
@@ -60,8 +64,7 @@ _CONVERT = {
     "float": _as_float, float: _as_float,
     "float | None": lambda v: _NONE if v is None else _as_float(v),
     "bool": _as_bool, bool: _as_bool,
-    "str": lambda v: str(v) if isinstance(v, str) else None,
-    str: lambda v: str(v) if isinstance(v, str) else None,
+    "str": _as_str, str: _as_str,
 }
 
 
