@@ -4,7 +4,9 @@ Measures the calls the endpoint makes once per datagram: the checksum at
 64 B, 1452 B (a full IPv6-path datagram) and 64 KiB (loopback-sized), and
 encode / decode of a 1452-byte datagram carrying MSS and timestamp options.
 Both backend modules are imported directly, whatever ``rtcp.segment.BACKEND``
-says, so one run compares them.  Each figure is the fastest of several timed
+says, so one run compares them.  On CPython the C backend's calls are
+csrc/fastpath.c; its cffi layer alone (what other interpreters run) is timed
+too, as the "cffi" column, so the table shows what each layer buys.  Each figure is the fastest of several timed
 repeats (time.perf_counter) of a calibrated number of calls, the two backends'
 repeats interleaved: as timeit's documentation argues, slower repeats measure
 interference from other processes, not the code, and on this shared machine
@@ -19,6 +21,7 @@ import argparse
 import random
 import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -110,12 +113,19 @@ def _cases(backend: Any) -> dict[str, tuple[Callable[[Any], Any], Any]]:
 def run(quick: bool = False) -> dict[str, Any]:
     """Time both backends; returns {"c_available", "results": {case: {...}}, "targets"}.
 
-    Each result holds seconds per call and calls/s per backend ("python", "c")
-    and the C/Python speed ratio (None without the C backend).
+    Each result holds seconds per call and calls/s per backend ("python", "c",
+    and "cffi" when the C backend's fast path is installed), the C/Python speed
+    ratio (None without the C backend) and the cffi/Python one.
     """
-    backends = {"python": _codec_py}
+    backends: dict[str, Any] = {"python": _codec_py}
     if _codec_cbackend is not None:
         backends["c"] = _codec_cbackend
+        if _codec_cbackend.FASTPATH:
+            backends["cffi"] = types.SimpleNamespace(
+                encode=_codec_cbackend.cffi_encode,
+                decode=_codec_cbackend.cffi_decode,
+                internet_checksum=_codec_cbackend.cffi_internet_checksum,
+            )
     cases = {name: _cases(backend) for name, backend in backends.items()}
     per_call: dict[str, dict[str, float]] = {}
     for case in cases["python"]:
@@ -128,6 +138,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         entry: dict[str, Any] = {f"{name}_s": t for name, t in times.items()}
         entry.update({f"{name}_calls_per_s": 1.0 / t for name, t in times.items()})
         entry["ratio"] = times["python"] / times["c"] if "c" in times else None
+        entry["cffi_ratio"] = times["python"] / times["cffi"] if "cffi" in times else None
         results[case] = entry
     return {"c_available": "c" in backends, "results": results, "targets": dict(TARGETS)}
 
@@ -135,8 +146,9 @@ def run(quick: bool = False) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     """The results as a fixed-width table (calls/s per backend, C/Python ratio)."""
     lines = [
-        f"{'case':<22} {'python calls/s':>15} {'c calls/s':>15} {'C/Python':>9}  target",
-        "-" * 72,
+        f"{'case':<22} {'python calls/s':>15} {'c calls/s':>15} {'C/Python':>9}"
+        f" {'cffi/Python':>11}  target",
+        "-" * 86,
     ]
     for case, entry in report["results"].items():
         c = entry.get("c_calls_per_s")
@@ -147,10 +159,12 @@ def format_table(report: dict[str, Any]) -> str:
             verdict = f">= {target:g}x " + (
                 "n/a" if ratio is None else "ok" if ratio >= target else "MISSED"
             )
+        cffi_ratio = entry.get("cffi_ratio")
         lines.append(
             f"{case:<22} {entry['python_calls_per_s']:>15,.0f} "
             f"{'n/a' if c is None else format(c, ',.0f'):>15} "
-            f"{'n/a' if ratio is None else format(ratio, '.1f') + 'x':>9}  {verdict}"
+            f"{'n/a' if ratio is None else format(ratio, '.1f') + 'x':>9} "
+            f"{'n/a' if cffi_ratio is None else format(cffi_ratio, '.1f') + 'x':>11}  {verdict}"
         )
     if not report["c_available"]:
         lines.append("(C backend not built: rtcp._codec_c does not import)")

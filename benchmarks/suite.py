@@ -618,14 +618,15 @@ def markdown(report: dict[str, Any]) -> str:
                     "; the relay is a third Python process."]
     codec = report.get("codec")
     if codec:
-        out += ["", "| Codec case | Python calls/s | C calls/s | C / Python |",
-                "|---|---:|---:|---:|"]
+        out += ["", "| Codec case | Python calls/s | C calls/s | C / Python | cffi layer / Python |",
+                "|---|---:|---:|---:|---:|"]
         for case, e in codec["results"].items():
             c = e.get("c_calls_per_s")
-            ratio = e.get("ratio")
+            ratio, cffi_ratio = e.get("ratio"), e.get("cffi_ratio")
             out.append(f"| {case} | {e['python_calls_per_s']:,.0f} | "
                        f"{'n/a' if c is None else format(c, ',.0f')} | "
-                       f"{'n/a' if ratio is None else format(ratio, '.1f') + 'x'} |")
+                       f"{'n/a' if ratio is None else format(ratio, '.1f') + 'x'} | "
+                       f"{'n/a' if cffi_ratio is None else format(cffi_ratio, '.1f') + 'x'} |")
     sizes = report["sizes"]
     out += ["", "Sizes: rtcp bulk {} MiB (pure Python {} MiB, 64K datagrams {} MiB), kernel TCP "
                 "{} MiB, raw UDP {:,} datagrams, {:,} handshakes, {:,} round trips, goodput {} MiB"

@@ -5,10 +5,16 @@ setup.py hands ``ffibuilder`` to setuptools through ``cffi_modules``, so
 place, next to this file).  To rebuild in place after editing csrc/, run
 ``python setup.py build_ext --inplace`` from the project root.  The
 declarations below must match csrc/codec.h.
+
+On CPython the module also carries csrc/fastpath.c: encode and decode written
+against the CPython API, installed through the one cffi call
+``rtcp_fastpath_install`` (see that file for why).  It uses the full API, so
+the module is built for this interpreter version rather than the stable ABI.
 """
 
 from __future__ import annotations
 
+import platform
 import sys
 
 from cffi import FFI
@@ -32,12 +38,15 @@ long rtcp_encode(char *out, size_t cap,
                  const char *opts, size_t opts_len,
                  const char *payload, size_t payload_len);
 """
+CPYTHON = platform.python_implementation() == "CPython"
+FASTPATH_DECL = "int rtcp_fastpath_install(const char *module_name);\n"
 
 # Every call does well under a microsecond of work (a 1452-byte checksum takes
 # tens of nanoseconds), less than cffi's default of releasing and retaking the
 # GIL around it, and none touches errno.  The wrappers cffi generates below the
 # preamble use these macros, so redefining them here keeps the GIL held and skips
-# the errno shuffle (measured: about 0.1 us saved per call).
+# the errno shuffle (measured: about 0.1 us saved per call).  The fast path's
+# install call needs the GIL held, and checks that it is.
 PREAMBLE = """
 #include "codec.h"
 #undef Py_BEGIN_ALLOW_THREADS
@@ -51,14 +60,15 @@ PREAMBLE = """
 """
 
 ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
+ffibuilder.cdef(CDEF + FASTPATH_DECL if CPYTHON else CDEF)
 # Paths are relative to the project root, where setuptools runs.  -O2 even if
 # this Python was built without optimisation (the checksum loop needs it).
 ffibuilder.set_source(
     "rtcp._codec_c",
-    PREAMBLE,
-    sources=["csrc/codec.c"],
+    PREAMBLE + FASTPATH_DECL if CPYTHON else PREAMBLE,
+    sources=["csrc/codec.c", "csrc/fastpath.c"] if CPYTHON else ["csrc/codec.c"],
     include_dirs=["csrc"],
     depends=["csrc/codec.h"],
     extra_compile_args=[] if sys.platform == "win32" else ["-O2"],
+    **({"py_limited_api": False} if CPYTHON else {}),
 )

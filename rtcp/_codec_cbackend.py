@@ -3,11 +3,19 @@ interface of :mod:`rtcp._codec_py`.
 
 Importing this raises ImportError when the extension was not built.  The C
 work per datagram (checksum, validation) takes tens of nanoseconds; what
-costs is the Python around it (a cffi call alone is ~0.2 us), so each
-operation is one C call and as little Python as we can manage: bytes go to
-``const char *`` parameters without a copy, cffi's argument conversion does
-the header range checks, encode writes into a per-thread buffer, and decode
-uses a parser compiled for the datagram's option layout (see _PARSERS).
+costs is the Python around it.  So there are two layers:
+
+* On CPython, ``encode``, ``decode`` and ``internet_checksum`` are
+  csrc/fastpath.c's functions, which read and build the Python objects
+  themselves (no per-argument cffi conversion, no Python frame).  They handle
+  well-formed, plainly typed input and hand everything else, errors
+  included, to the functions below.
+* ``cffi_encode``, ``cffi_decode`` and ``cffi_internet_checksum`` work
+  through plain cffi calls, on any interpreter: each operation is one C call
+  and as little Python as we can manage: bytes go to ``const char *`` parameters without a copy, cffi's
+  argument conversion does the header range checks, encode writes into a
+  per-thread buffer, and decode uses a parser compiled for the datagram's
+  option layout (see _PARSERS).  They raise the same errors as _codec_py.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
-def internet_checksum(data: Any) -> int:
+def cffi_internet_checksum(data: Any) -> int:
     """RFC 1071 checksum of a bytes-like object (odd length: zero-padded)."""
     if data.__class__ is bytes:
         return _checksum(data, len(data))
@@ -182,7 +190,7 @@ def _compile_parser(layout: int) -> Callable[[bytes], Segment]:
     return namespace["parse"]  # type: ignore[no-any-return]
 
 
-def decode(data: Any) -> Segment:
+def cffi_decode(data: Any) -> Segment:
     """Parse and verify one datagram (bytes, bytearray or memoryview)."""
     if data.__class__ is not bytes:
         data = memoryview(data).tobytes()
@@ -226,7 +234,7 @@ def _encode_large(seg: Segment, ob: bytes, payload: Any) -> bytes:
     return ffi.buffer(out, n)[:]
 
 
-def encode(seg: Segment) -> bytes:
+def cffi_encode(seg: Segment) -> bytes:
     """The datagram for ``seg`` with its checksum; SegmentError if anything is out of range."""
     opts = seg.options
     if not opts:
@@ -255,3 +263,21 @@ def encode(seg: Segment) -> bytes:
     # n < 0 cannot happen: encode_options bounds the options to 40 bytes and
     # the scratch buffer holds 60 header bytes plus _MAX_SCRATCH_PAYLOAD.
     return out_buf[:n]
+
+
+#: Set by ``rtcp_fastpath_install`` when the CPython fast path is available.
+fast_encode: Callable[[Segment], bytes] | None = None
+fast_decode: Callable[[Any], Segment] | None = None
+fast_internet_checksum: Callable[[Any], int] | None = None
+
+
+def _install_fastpath() -> bool:
+    install = getattr(lib, "rtcp_fastpath_install", None)  # absent off CPython
+    return install is not None and install(__name__.encode()) == 0
+
+
+#: Whether ``encode``/``decode`` are the CPython fast path (else the cffi ones).
+FASTPATH = _install_fastpath()
+encode: Callable[[Segment], bytes] = fast_encode or cffi_encode
+decode: Callable[[Any], Segment] = fast_decode or cffi_decode
+internet_checksum: Callable[[Any], int] = fast_internet_checksum or cffi_internet_checksum

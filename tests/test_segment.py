@@ -8,13 +8,18 @@ instead of quietly comparing Python with itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
+import gc
 import os
 import random
 import struct
 import subprocess
 import sys
 import threading
+import tracemalloc
+import types
 from typing import Any
 
 import pytest
@@ -31,7 +36,16 @@ except ImportError:
 
 BACKENDS = [pytest.param(_codec_py, id="python")]
 if _codec_cbackend is not None:
+    # "c" is what rtcp uses: on CPython, csrc/fastpath.c with the cffi
+    # functions behind it for odd input and errors.  "c-cffi" is the cffi layer
+    # alone, as other interpreters run it.
     BACKENDS.append(pytest.param(_codec_cbackend, id="c"))
+    _cffi_only = types.SimpleNamespace(
+        encode=_codec_cbackend.cffi_encode,
+        decode=_codec_cbackend.cffi_decode,
+        internet_checksum=_codec_cbackend.cffi_internet_checksum,
+    )
+    BACKENDS.append(pytest.param(_cffi_only, id="c-cffi"))
 ALL = [b.values[0] for b in BACKENDS]
 needs_c = pytest.mark.skipif(_codec_cbackend is None, reason="C codec not built")
 
@@ -164,6 +178,10 @@ def test_c_backend_built() -> None:
         assert _codec_cbackend is not None
         assert not forced_python, "RTCP_REQUIRE_C=1 contradicts RTCP_PURE_PYTHON"
         assert segment.BACKEND == "c"
+        if sys.implementation.name == "cpython":
+            assert _codec_cbackend.FASTPATH, "csrc/fastpath.c did not install"
+            assert segment.encode is _codec_cbackend.fast_encode
+            assert segment.decode is _codec_cbackend.fast_decode
     else:
         assert segment.BACKEND == ("c" if c_importable and not forced_python else "python")
     assert (segment.encode is _codec_py.encode) == (segment.BACKEND == "python")
@@ -537,3 +555,111 @@ def test_c_encode_large_and_threaded() -> None:
     for t in threads:
         t.join()
     assert not failures
+
+
+# ------------------------------------------------- CPython fast path
+class _SubSegment(Segment):
+    """A subclass may override fields with properties: the fast path declines it."""
+
+    __slots__ = ()
+
+
+class _Kind(enum.IntEnum):
+    TS = 8
+
+
+# Inputs the fast path does not take by its quick checks: it must hand them to
+# the cffi layer, and the outcome must be the Python backend's.
+ODD_SEGMENTS = {
+    "IntFlag flags": dataclasses.replace(VALID, flags=Flags.ACK | Flags.PSH),
+    "bool window": dataclasses.replace(VALID, window=True),
+    "list options": dataclasses.replace(VALID, options=[(8, (1, 2))]),
+    "list option pair": dataclasses.replace(VALID, options=([8, (1, 2)],)),
+    "list timestamps": dataclasses.replace(VALID, options=((8, [1, 2]),)),
+    "IntEnum kind": dataclasses.replace(VALID, options=((_Kind.TS, (1, 2)),)),
+    "list SACK blocks": dataclasses.replace(VALID, options=((5, [(1, 2), (3, 4)]),)),
+    "bytearray option": dataclasses.replace(VALID, options=((99, bytearray(b"ab")),)),
+    "strided payload": dataclasses.replace(VALID, payload=memoryview(b"abcdef")[::2]),
+    "array payload": dataclasses.replace(VALID, payload=memoryview(bytes(8)).cast("I")),
+    "subclass": _SubSegment(1, 2, 3, 4, 0x10, 5, 0, ((8, (1, 2)),), b"x"),
+    "unset field": Segment.__new__(Segment),
+    "41 option bytes": dataclasses.replace(VALID, options=((99, bytes(38)), (4, None))),
+    "bool kind": dataclasses.replace(VALID, options=((True, b""),)),
+}
+
+
+def encode_outcome(backend: Any, seg: Any) -> tuple[str, Any]:
+    try:
+        return "ok", backend.encode(seg)
+    except Exception as exc:  # the class and message are what we compare
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("name", list(ODD_SEGMENTS))
+def test_odd_inputs_encode_as_python_does(name: str) -> None:
+    seg = ODD_SEGMENTS[name]
+    expected = encode_outcome(_codec_py, seg)
+    for backend in ALL:
+        outcome = encode_outcome(backend, seg)
+        assert outcome[0] == expected[0], (backend, outcome)
+        if expected[0] == "ok":
+            assert outcome == expected
+
+
+@needs_c
+def test_fast_path_errors_are_the_cffi_layers() -> None:
+    """Errors come from the cffi functions, so their messages are the same."""
+    for seg in BAD_SEGMENTS.values():
+        assert encode_outcome(_codec_cbackend, seg) == encode_outcome(_cffi_only, seg)
+    for name in MALFORMED:
+        data = MALFORMED[name]
+        assert decode_outcome(_codec_cbackend, data) == decode_outcome(_cffi_only, data)
+    for bad in ("text", 5, None, memoryview(b"abcdefgh")[::2]):
+        for fn in ("decode", "internet_checksum"):
+            try:
+                getattr(_cffi_only, fn)(bad)
+                expected: Any = "ok"
+            except Exception as exc:
+                expected = type(exc)
+            with pytest.raises(expected) if expected != "ok" else contextlib.nullcontext():
+                getattr(_codec_cbackend, fn)(bad)
+
+
+@needs_c
+def test_fast_decode_copies_and_builds_real_objects() -> None:
+    seg = HAND_BUILT["SYN"][0]
+    buf = bytearray(_codec_py.encode(dataclasses.replace(seg, payload=b"data")))
+    decoded = _codec_cbackend.decode(buf)
+    buf[-4:] = b"XXXX"  # the payload is a copy, not a view of the buffer
+    assert decoded.payload == b"data" and type(decoded.payload) is bytes
+    assert gc.is_tracked(decoded)  # the C-built object is known to the collector
+    assert decoded.options == seg.options and type(decoded.options[3][1]) is tuple
+
+
+@needs_c
+def test_fast_path_does_not_leak() -> None:
+    """Reference counting in C: thousands of round trips leave no memory behind."""
+    seg = Segment(1, 2, 3, 4, 0x10, 5, 0,
+                  ((8, (1, 2)), (5, ((1, 2), (3, 4))), (2, 1460), (3, 7), (4, None), (99, b"z")),
+                  b"p" * 100)  # fmt: skip
+    data = _codec_cbackend.encode(seg)
+    bad = data[:-1] + bytes([data[-1] ^ 1])
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            _codec_cbackend.decode(_codec_cbackend.encode(seg))
+            _codec_cbackend.decode(bytearray(data))
+            _codec_cbackend.internet_checksum(memoryview(data))
+            with contextlib.suppress(ChecksumError):
+                _codec_cbackend.decode(bad)
+
+    rounds(2000)  # warm caches and free lists
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rounds(20000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes still held after 20,000 rounds"

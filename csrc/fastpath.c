@@ -1,0 +1,445 @@
+/* rtcp segment codec: encode and decode as CPython functions.
+ *
+ * Why this file exists: on the per-datagram path the C work (checksum,
+ * validation) takes tens of nanoseconds, while a cffi call converts each
+ * argument through its generic machinery (about 0.5 us for the 13 arguments
+ * of rtcp_encode) and the Python around it must still walk the options and
+ * build the Segment.  These two functions take a Segment or a datagram whole,
+ * read and build the Python objects directly, and call the same codec.c
+ * routines, so every byte on the wire still comes from one implementation.
+ *
+ * They cover the common case only: ints in range, options of the known
+ * kinds (or raw bytes), bytes-like payloads.  Anything else, and every error,
+ * goes to the cffi-based functions of rtcp/_codec_cbackend.py, which raise
+ * the exact exceptions and messages the pure-Python backend does.  So this
+ * file can decline an input, but never decides its verdict.
+ *
+ * It is compiled into the same cffi module (rtcp._codec_c, built by
+ * rtcp/_codec_build.py) on CPython only, and reached through one cffi call,
+ * rtcp_fastpath_install(), at import.  That call needs the GIL, which the
+ * module's wrappers keep (see the preamble in _codec_build.py).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#ifndef Py_T_OBJECT_EX /* Python < 3.12 */
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
+#include <string.h>
+
+#include "codec.h"
+
+int rtcp_fastpath_install(const char *module_name);
+
+/* Segment's fields, in __slots__ order. */
+enum { SRC_PORT, DST_PORT, SEQ, ACK, FLAGS, WINDOW, URGENT, OPTIONS, PAYLOAD, N_FIELDS };
+static const char *const field_names[N_FIELDS] = {
+    "src_port", "dst_port", "seq", "ack", "flags", "window", "urgent", "options", "payload",
+};
+
+static PyTypeObject *segment_type;        /* rtcp.segment.Segment */
+static Py_ssize_t field_offset[N_FIELDS]; /* byte offset of each slot in the object */
+static PyObject *slow_encode;             /* _codec_cbackend.cffi_encode */
+static PyObject *slow_decode;             /* _codec_cbackend.cffi_decode */
+static PyObject *slow_checksum;           /* _codec_cbackend.cffi_internet_checksum */
+
+#define FIELD(obj, i) (*(PyObject **)((char *)(obj) + field_offset[i]))
+
+/* -------------------------------------------------------------- encode */
+
+/* An int in 0..max, or -1: the caller then declines the input.  Int
+ * subclasses (bool, IntFlag) count by their int value, as struct and cffi
+ * take them. */
+static inline int get_uint(PyObject *o, unsigned long max, unsigned long *out)
+{
+    if (o == NULL || !PyLong_Check(o))
+        return -1;
+    unsigned long v = PyLong_AsUnsignedLong(o);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* negative or too big */
+        return -1;
+    }
+    if (v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static inline void put32(unsigned char *p, unsigned long v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* A (left, right) pair or (tsval, tsecr) pair of 32-bit values. */
+static inline int get_pair(PyObject *o, unsigned char *out)
+{
+    unsigned long a, b;
+    if (!PyTuple_CheckExact(o) || PyTuple_GET_SIZE(o) != 2
+        || get_uint(PyTuple_GET_ITEM(o, 0), 0xFFFFFFFFUL, &a) < 0
+        || get_uint(PyTuple_GET_ITEM(o, 1), 0xFFFFFFFFUL, &b) < 0)
+        return -1;
+    put32(out, a);
+    put32(out + 4, b);
+    return 0;
+}
+
+/* Serialise the options tuple into out (room for 40 bytes plus the longest
+ * option), unpadded, as encode_options() in _codec_py.py does.  Returns the
+ * length, or -1 to decline (odd types, bad values, more than 40 bytes). */
+static Py_ssize_t encode_options(PyObject *opts, unsigned char *out)
+{
+    if (!PyTuple_CheckExact(opts))
+        return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(opts), len = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyTuple_GET_ITEM(opts, k);
+        unsigned long kind, v;
+        if (len > RTCP_MAX_OPTION_BYTES || !PyTuple_CheckExact(item)
+            || PyTuple_GET_SIZE(item) != 2 || get_uint(PyTuple_GET_ITEM(item, 0), 255, &kind) < 0)
+            return -1;
+        PyObject *value = PyTuple_GET_ITEM(item, 1);
+        unsigned char *p = out + len;
+        switch (kind) {
+        case 0:
+        case 1: /* padding is not an option: the slow path says so */
+            return -1;
+        case 2: /* MSS */
+            if (get_uint(value, 0xFFFF, &v) < 0)
+                return -1;
+            p[0] = 2, p[1] = 4, p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+            len += 4;
+            break;
+        case 3: /* window scale */
+            if (get_uint(value, 0xFF, &v) < 0)
+                return -1;
+            p[0] = 3, p[1] = 3, p[2] = (unsigned char)v;
+            len += 3;
+            break;
+        case 4: /* SACK permitted */
+            if (value != Py_None)
+                return -1;
+            p[0] = 4, p[1] = 2;
+            len += 2;
+            break;
+        case 5: { /* SACK: 1..4 blocks */
+            if (!PyTuple_CheckExact(value))
+                return -1;
+            Py_ssize_t blocks = PyTuple_GET_SIZE(value);
+            if (blocks < 1 || blocks > 4)
+                return -1;
+            p[0] = 5, p[1] = (unsigned char)(2 + 8 * blocks);
+            for (Py_ssize_t b = 0; b < blocks; b++)
+                if (get_pair(PyTuple_GET_ITEM(value, b), p + 2 + 8 * b) < 0)
+                    return -1;
+            len += 2 + 8 * blocks;
+            break;
+        }
+        case 8: /* timestamps */
+            if (get_pair(value, p + 2) < 0)
+                return -1;
+            p[0] = 8, p[1] = 10;
+            len += 10;
+            break;
+        default: { /* a kind we do not interpret: raw bytes */
+            if (!PyBytes_CheckExact(value))
+                return -1;
+            Py_ssize_t vlen = PyBytes_GET_SIZE(value);
+            if (vlen > 38)
+                return -1;
+            p[0] = (unsigned char)kind, p[1] = (unsigned char)(vlen + 2);
+            memcpy(p + 2, PyBytes_AS_STRING(value), (size_t)vlen);
+            len += 2 + vlen;
+            break;
+        }
+        }
+    }
+    return len > RTCP_MAX_OPTION_BYTES ? -1 : len;
+}
+
+static PyObject *fast_encode(PyObject *self, PyObject *seg)
+{
+    (void)self;
+    /* A 40-byte option area, plus room for one more option of up to 40 bytes
+     * written before the length check catches it. */
+    unsigned char opts[2 * RTCP_MAX_OPTION_BYTES];
+    unsigned long sp, dp, seq, ack, flags, window, urgent;
+    if (Py_TYPE(seg) != segment_type /* subclasses may override fields */
+        || get_uint(FIELD(seg, SRC_PORT), 0xFFFF, &sp) < 0
+        || get_uint(FIELD(seg, DST_PORT), 0xFFFF, &dp) < 0
+        || get_uint(FIELD(seg, SEQ), 0xFFFFFFFFUL, &seq) < 0
+        || get_uint(FIELD(seg, ACK), 0xFFFFFFFFUL, &ack) < 0
+        || get_uint(FIELD(seg, FLAGS), 0xFF, &flags) < 0
+        || get_uint(FIELD(seg, WINDOW), 0xFFFF, &window) < 0
+        || get_uint(FIELD(seg, URGENT), 0xFFFF, &urgent) < 0)
+        return PyObject_CallOneArg(slow_encode, seg);
+    PyObject *options = FIELD(seg, OPTIONS), *payload = FIELD(seg, PAYLOAD);
+    if (options == NULL || payload == NULL)
+        return PyObject_CallOneArg(slow_encode, seg);
+    Py_ssize_t opts_len = encode_options(options, opts);
+    if (opts_len < 0)
+        return PyObject_CallOneArg(slow_encode, seg);
+
+    Py_buffer view;
+    const char *data;
+    Py_ssize_t size;
+    int have_view = 0;
+    if (PyBytes_CheckExact(payload)) {
+        data = PyBytes_AS_STRING(payload);
+        size = PyBytes_GET_SIZE(payload);
+    } else {
+        if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear(); /* not bytes-like, or not contiguous */
+            return PyObject_CallOneArg(slow_encode, seg);
+        }
+        data = view.buf;
+        size = view.len;
+        have_view = 1;
+    }
+    Py_ssize_t total = RTCP_HEADER_SIZE + ((opts_len + 3) & ~(Py_ssize_t)3) + size;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out != NULL) {
+        long n = rtcp_encode(PyBytes_AS_STRING(out), (size_t)total, (uint16_t)sp, (uint16_t)dp,
+                             (uint32_t)seq, (uint32_t)ack, (uint8_t)flags, (uint16_t)window,
+                             (uint16_t)urgent, (const char *)opts, (size_t)opts_len, data,
+                             (size_t)size);
+        if (n != total) { /* cannot happen: the sizes were checked above */
+            Py_DECREF(out);
+            out = NULL;
+            PyErr_Format(PyExc_SystemError, "rtcp_encode returned %ld for %zd bytes", n, total);
+        }
+    }
+    if (have_view)
+        PyBuffer_Release(&view);
+    return out;
+}
+
+/* -------------------------------------------------------------- decode */
+
+static inline uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The tuple (a, b), taking both references; NULL if either is NULL. */
+static PyObject *pair(PyObject *a, PyObject *b)
+{
+    PyObject *t = (a && b) ? PyTuple_New(2) : NULL;
+    if (t == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, a);
+    PyTuple_SET_ITEM(t, 1, b);
+    return t;
+}
+
+static inline PyObject *u32(uint32_t v)
+{
+    return PyLong_FromUnsignedLong(v);
+}
+
+/* (kind, value) for one validated option record, as _codec_py decodes it. */
+static PyObject *option_value(const rtcp_option *o, const unsigned char *p)
+{
+    switch (o->kind) {
+    case 2:
+    case 3:
+        return pair(u32(o->kind), u32(o->a));
+    case 4:
+        return pair(u32(4), Py_NewRef(Py_None));
+    case 8:
+        return pair(u32(8), pair(u32(o->a), u32(o->b)));
+    case 5: {
+        PyObject *blocks = PyTuple_New(o->a);
+        if (blocks == NULL)
+            return NULL;
+        for (uint32_t b = 0; b < o->a; b++) {
+            const unsigned char *edge = p + o->offset + 8 * b;
+            PyObject *block = pair(u32(be32(edge)), u32(be32(edge + 4)));
+            if (block == NULL) {
+                Py_DECREF(blocks);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(blocks, b, block);
+        }
+        return pair(u32(5), blocks);
+    }
+    default:
+        return pair(u32(o->kind),
+                    PyBytes_FromStringAndSize((const char *)p + o->offset, o->length));
+    }
+}
+
+static PyObject *build_segment(const rtcp_segment_info *info, const unsigned char *p,
+                               Py_ssize_t size)
+{
+    PyObject *fields[N_FIELDS] = {NULL};
+    const uint32_t header[URGENT + 1] = {
+        info->src_port, info->dst_port, info->seq, info->ack,
+        info->flags,    info->window,   info->urgent,
+    };
+    for (int i = 0; i <= URGENT; i++)
+        if ((fields[i] = u32(header[i])) == NULL)
+            goto fail;
+    if ((fields[OPTIONS] = PyTuple_New(info->n_options)) == NULL)
+        goto fail;
+    for (uint32_t k = 0; k < info->n_options; k++) {
+        PyObject *opt = option_value(&info->options[k], p);
+        if (opt == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(fields[OPTIONS], k, opt);
+    }
+    fields[PAYLOAD] = PyBytes_FromStringAndSize((const char *)p + info->header_len,
+                                                size - (Py_ssize_t)info->header_len);
+    if (fields[PAYLOAD] == NULL)
+        goto fail;
+    /* What object.__new__ does, minus the frozen dataclass's __init__ (which
+     * sets each field through object.__setattr__): allocate, then store each
+     * slot as its member descriptor would. */
+    PyObject *seg = segment_type->tp_alloc(segment_type, 0);
+    if (seg == NULL)
+        goto fail;
+    for (int i = 0; i < N_FIELDS; i++)
+        FIELD(seg, i) = fields[i]; /* the slot takes our reference */
+    return seg;
+fail:
+    for (int i = 0; i < N_FIELDS; i++)
+        Py_XDECREF(fields[i]);
+    return NULL;
+}
+
+static PyObject *fast_decode(PyObject *self, PyObject *data)
+{
+    (void)self;
+    Py_buffer view;
+    const unsigned char *p;
+    Py_ssize_t size;
+    int have_view = 0;
+    if (PyBytes_CheckExact(data)) {
+        p = (const unsigned char *)PyBytes_AS_STRING(data);
+        size = PyBytes_GET_SIZE(data);
+    } else {
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            return PyObject_CallOneArg(slow_decode, data);
+        }
+        p = view.buf;
+        size = view.len;
+        have_view = 1;
+    }
+    rtcp_segment_info info;
+    PyObject *seg;
+    if (rtcp_decode_info((const char *)p, (size_t)size, &info) < 0)
+        seg = NULL; /* the slow path below raises the right SegmentError */
+    else
+        seg = build_segment(&info, p, size);
+    if (have_view)
+        PyBuffer_Release(&view);
+    if (seg == NULL && !PyErr_Occurred())
+        return PyObject_CallOneArg(slow_decode, data);
+    return seg;
+}
+
+/* ------------------------------------------------------------ checksum */
+
+static PyObject *fast_checksum(PyObject *self, PyObject *data)
+{
+    (void)self;
+    if (PyBytes_CheckExact(data))
+        return u32(rtcp_checksum(PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)));
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return PyObject_CallOneArg(slow_checksum, data);
+    }
+    uint16_t ck = rtcp_checksum(view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return u32(ck);
+}
+
+/* ------------------------------------------------------------- install */
+
+static PyMethodDef encode_def = {
+    "encode", fast_encode, METH_O,
+    "encode(seg) -> bytes: the datagram for seg, checksum filled in (C fast path)."};
+static PyMethodDef decode_def = {
+    "decode", fast_decode, METH_O,
+    "decode(data) -> Segment: parse and verify one datagram (C fast path)."};
+static PyMethodDef checksum_def = {
+    "internet_checksum", fast_checksum, METH_O,
+    "internet_checksum(data) -> int: RFC 1071 checksum of a bytes-like object (C fast path)."};
+
+/* Where each field lives: Segment is a slots dataclass, so each field is a
+ * member descriptor of an object slot.  Anything else (a changed Segment, an
+ * unusual interpreter) makes the install fail and rtcp keeps the cffi path. */
+static int find_fields(void)
+{
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *d = PyObject_GetAttrString((PyObject *)segment_type, field_names[i]);
+        if (d == NULL)
+            return -1;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type);
+        if (ok) {
+            PyMemberDescrObject *m = (PyMemberDescrObject *)d;
+            ok = m->d_common.d_type == segment_type && m->d_member->type == Py_T_OBJECT_EX
+                 && !(m->d_member->flags & Py_READONLY)
+                 && m->d_member->offset >= (Py_ssize_t)sizeof(PyObject)
+                 && m->d_member->offset <= segment_type->tp_basicsize - (Py_ssize_t)sizeof(PyObject *);
+            field_offset[i] = m->d_member->offset;
+        }
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "Segment.%s is not a plain slot", field_names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Called once through cffi by the module named module_name while it is being
+ * imported: reads its Segment and its cffi_* functions, and sets its fast_*
+ * functions.  Returns 0, or -1 (with no exception left set,
+ * since cffi would not report it) when the fast path cannot be used. */
+int rtcp_fastpath_install(const char *module_name)
+{
+    if (!PyGILState_Check())
+        return -1; /* someone let cffi release the GIL: do not touch Python */
+    PyObject *name = PyUnicode_FromString(module_name);
+    PyObject *module = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (module == NULL)
+        goto fail;
+    PyObject *seg = PyObject_GetAttrString(module, "Segment");
+    slow_encode = PyObject_GetAttrString(module, "cffi_encode");
+    slow_decode = PyObject_GetAttrString(module, "cffi_decode");
+    slow_checksum = PyObject_GetAttrString(module, "cffi_internet_checksum");
+    if (seg == NULL || slow_encode == NULL || slow_decode == NULL || slow_checksum == NULL
+        || !PyType_Check(seg)) {
+        Py_XDECREF(seg);
+        goto fail_module;
+    }
+    segment_type = (PyTypeObject *)seg; /* kept for the life of the process */
+    if (find_fields() < 0)
+        goto fail_module;
+    static PyMethodDef *const defs[] = {&encode_def, &decode_def, &checksum_def};
+    static const char *const attrs[] = {"fast_encode", "fast_decode", "fast_internet_checksum"};
+    for (int i = 0; i < 3; i++) {
+        PyObject *fn = PyCFunction_New(defs[i], NULL);
+        int rc = fn ? PyObject_SetAttrString(module, attrs[i], fn) : -1;
+        Py_XDECREF(fn);
+        if (rc < 0)
+            goto fail_module;
+    }
+    Py_DECREF(module);
+    return 0;
+fail_module:
+    Py_DECREF(module);
+fail:
+    PyErr_Clear();
+    return -1;
+}
