@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 import trio
 
 from . import segment as codec
-from .config import Config
+from .config import DEFAULT_CONFIG, Config
 from .core import events as ev
 from .core.connection import ACK, FIN, RST, SYN, Connection, State, reset_for
 from .core.cookies import PERIOD as COOKIE_PERIOD
@@ -111,7 +111,7 @@ class Endpoint:
     def __init__(self, transport: DatagramTransport, config: Config | None = None, *,
                  tracer: object | None = None, linger: bool = False) -> None:
         self.transport = transport
-        self.config = config or Config()
+        self.config = config or DEFAULT_CONFIG
         self.tracer = tracer
         self.stats = EndpointStats()
         self.local_address = transport.local_address

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from .config import Config
+from .config import DEFAULT_CONFIG, Config
 from .core import events as ev
 from .core.connection import RECEIVING, State
 from .core.stats import ConnectionStats
@@ -431,7 +431,7 @@ async def _connect_slot(endpoint: Endpoint, addr: tuple, config: Config) -> Rtcp
 async def connect_endpoint(endpoint: Endpoint, address: tuple,
                            config: Config | None = None) -> RtcpStream:
     """Open a connection from an existing endpoint (e.g. one on a MemoryNetwork)."""
-    return await _connect_slot(endpoint, address, config or Config())
+    return await _connect_slot(endpoint, address, config or DEFAULT_CONFIG)
 
 
 async def open_rtcp_stream(host: str | bytes, port: int, *,
@@ -445,7 +445,7 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
     Raises ``ConnectionRefusedError`` (RST or ICMP unreachable) or
     ``TimeoutError`` (no answer within ``config.connect_timeout``).
     """
-    config = config or Config()
+    config = config or DEFAULT_CONFIG
     port = _check_port(port, 1)
     targets = await _resolve(host, port)
     errors: list[BaseException] = []
@@ -485,7 +485,7 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
     ``host=None`` listens on every available address family (IPv4 and IPv6);
     ``port=0`` picks a free port, the same for every family where possible.
     """
-    config = config or Config()
+    config = config or DEFAULT_CONFIG
     port = _check_port(port, 0)
     await trio.lowlevel.checkpoint()
     if host is None:

@@ -77,3 +77,14 @@ def test_a_subclass_may_add_fields_of_its_own() -> None:
     assert (cfg.retries, cfg.backlog, cfg.label) == (4, 8, None)
     with pytest.raises(TypeError, match="retries"):
         AppConfig(retries=4.5)
+
+
+def test_default_config_is_a_frozen_default() -> None:
+    """Calls without config= share one instance: it must equal Config() and be immutable."""
+    import dataclasses
+
+    from rtcp.config import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG == Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULT_CONFIG.max_datagram = 1  # type: ignore[misc]
