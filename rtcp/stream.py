@@ -8,6 +8,7 @@ These mirror ``trio.open_tcp_stream``, ``trio.open_tcp_listeners`` and
 from __future__ import annotations
 
 import errno
+import math
 import operator
 import socket
 from collections.abc import Awaitable, Callable
@@ -434,39 +435,69 @@ async def connect_endpoint(endpoint: Endpoint, address: tuple,
     return await _connect_slot(endpoint, address, config or DEFAULT_CONFIG)
 
 
+#: Seconds before the next address is tried while an attempt is still pending
+#: (RFC 8305's "Connection Attempt Delay"; trio.open_tcp_stream's default).
+HAPPY_EYEBALLS_DELAY = 0.25
+
+
 async def open_rtcp_stream(host: str | bytes, port: int, *,
                            local_address: tuple | None = None,
                            config: Config | None = None,
-                           tracer: object | None = None) -> RtcpStream:
+                           tracer: object | None = None,
+                           happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY) -> RtcpStream:
     """Connect to an rtcp listener, like ``trio.open_tcp_stream``.
 
     ``local_address=(host, port)`` binds the local end; two ends that connect
     to each other's bound address at once complete a simultaneous open.
-    Raises ``ConnectionRefusedError`` (RST or ICMP unreachable) or
-    ``TimeoutError`` (no answer within ``config.connect_timeout``).
+    A name with several addresses is tried as trio does for TCP (RFC 8305):
+    families interleaved, the next attempt started when one fails or after
+    ``happy_eyeballs_delay`` seconds, the first to connect wins.  So an
+    address that silently drops packets costs that delay, not the whole
+    connect timeout.  Raises ``ConnectionRefusedError`` (RST or ICMP
+    unreachable) or ``TimeoutError`` (no answer within
+    ``config.connect_timeout``); with several addresses, when all fail.
     """
     config = config or DEFAULT_CONFIG
     port = _check_port(port, 1)
+    if not happy_eyeballs_delay >= 0:  # also rejects NaN
+        raise ValueError(f"happy_eyeballs_delay must be >= 0, not {happy_eyeballs_delay!r}")
     targets = await _resolve(host, port)
-    errors: list[BaseException] = []
-    for family, addr in targets:
-        if local_address is not None:
-            lfam = socket.AF_INET6 if ":" in str(local_address[0]) else socket.AF_INET
-            if lfam != family:
-                continue
-            endpoint = Endpoint(UdpTransport(family, local_address), tracer=tracer)
-        else:
-            endpoint = _client_endpoint(family, addr, tracer)
+    if local_address is not None:
+        lfam = socket.AF_INET6 if ":" in str(local_address[0]) else socket.AF_INET
+        targets = [t for t in targets if t[0] == lfam]
+        if not targets:
+            raise OSError(f"no address of {host!r} matches local_address {local_address!r}")
+    if len(targets) == 1:
+        return await _connect_to(*targets[0], config, local_address, tracer)
+    # Attempts from one bound local address cannot overlap: one at a time.
+    delay = math.inf if local_address is not None else happy_eyeballs_delay
+    errors: list[Exception] = []
+    winner: list[RtcpStream] = []
+
+    async def attempt(family: int, addr: tuple, failed: trio.Event) -> None:
         try:
-            return await _connect_slot(endpoint, addr, config)
-        except (ConnectionRefusedError, TimeoutError, OSError) as exc:
+            stream = await _connect_to(family, addr, config, local_address, tracer)
+        except Exception as exc:  # reported after the race, in the caller's task
             errors.append(exc)
-            if local_address is not None:
-                endpoint.close()
-    if not errors:
-        raise OSError(f"no address of {host!r} matches local_address {local_address!r}")
-    if len(errors) == 1:
-        raise errors[0]
+            failed.set()
+            return
+        if winner:  # another attempt won meanwhile: this connection is surplus
+            stream.abort()
+            return
+        winner.append(stream)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for family, addr in _interleave(targets):
+            failed = trio.Event()
+            nursery.start_soon(attempt, family, addr, failed)
+            with trio.move_on_after(delay):
+                await failed.wait()
+    if winner:
+        return winner[0]
+    for exc in errors:
+        if not isinstance(exc, ConnectionRefusedError | TimeoutError | OSError):
+            raise exc
     msg = (f"all connection attempts to {host!r} port {port} failed: "
            + "; ".join(str(e) for e in errors))
     # Keep the common cause's type, so `except ConnectionRefusedError` works
@@ -475,6 +506,30 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
         if all(isinstance(e, kind) for e in errors):
             raise kind(msg) from errors[-1]
     raise OSError(msg) from errors[-1]
+
+
+async def _connect_to(family: int, addr: tuple, config: Config, local_address: tuple | None,
+                      tracer: object | None) -> RtcpStream:
+    """One attempt: from a pooled client endpoint, or one bound to ``local_address``."""
+    if local_address is None:
+        return await _connect_slot(_client_endpoint(family, addr, tracer), addr, config)
+    endpoint = Endpoint(UdpTransport(family, local_address), tracer=tracer)
+    try:
+        return await _connect_slot(endpoint, addr, config)
+    except BaseException:
+        endpoint.close()
+        raise
+
+
+def _interleave(targets: list[tuple[int, tuple]]) -> list[tuple[int, tuple]]:
+    """The resolver's first address, then families alternating (RFC 8305 4)."""
+    first = targets[0][0]
+    same = [t for t in targets if t[0] == first]
+    other = [t for t in targets if t[0] != first]
+    out: list[tuple[int, tuple]] = []
+    for i in range(max(len(same), len(other))):
+        out += same[i:i + 1] + other[i:i + 1]
+    return out
 
 
 async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,

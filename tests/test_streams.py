@@ -187,6 +187,72 @@ async def test_name_with_two_addresses_both_refusing_raises_refused(monkeypatch)
     assert "::1" in str(info.value) and LOOP in str(info.value)
 
 
+async def _echo_one(listener: RtcpListener) -> None:
+    stream = await listener.accept()
+    async with stream:
+        await stream.send_all(await stream.receive_some(100))
+
+
+async def test_silent_first_address_costs_the_happy_eyeballs_delay(monkeypatch) -> None:
+    """An address that drops everything (a socket that never reads: no ICMP) must
+    not hold the connect for the whole connect timeout: the next starts at 0.25 s."""
+    [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+    port = listener.local_address[1]
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.2", port))
+
+    async def two(host, port):
+        await trio.lowlevel.checkpoint()
+        return [(socket.AF_INET, ("127.0.0.2", port)), (socket.AF_INET, (LOOP, port))]
+
+    monkeypatch.setattr(rtcp.stream, "_resolve", two)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_echo_one, listener)
+            with trio.fail_after(5):  # the connect timeout is 20 s
+                stream = await rtcp.open_rtcp_stream("two.example", port)
+                assert stream.remote_address == (LOOP, port)
+                await stream.send_all(b"hi")
+                assert await stream.receive_some(10) == b"hi"
+                await stream.aclose()
+        silent.setblocking(False)  # BlockingIOError, not a hang, if nothing came
+        assert silent.recv(100)  # the first attempt's SYN did go to the silent address
+    finally:
+        silent.close()
+        await listener.aclose()
+
+
+async def test_racing_attempts_leave_one_connection(monkeypatch) -> None:
+    """With no delay both attempts may connect: one stream is returned, the other
+    connection is torn down, and no task outlives the call."""
+    [first] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+    port = first.local_address[1]
+    [second] = await rtcp.open_rtcp_listeners(port, host="127.0.0.2")
+
+    async def two(host, port):
+        await trio.lowlevel.checkpoint()
+        return [(socket.AF_INET, (LOOP, port)), (socket.AF_INET, ("127.0.0.2", port))]
+
+    monkeypatch.setattr(rtcp.stream, "_resolve", two)
+    with trio.fail_after(5):
+        stream = await rtcp.open_rtcp_stream("two.example", port, happy_eyeballs_delay=0)
+        winner = first if stream.remote_address[0] == LOOP else second
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_echo_one, winner)
+            await stream.send_all(b"one")
+            assert await stream.receive_some(10) == b"one"
+        assert stream._endpoint.connection_count == 1  # the loser's slot is gone
+        await stream.aclose()
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_happy_eyeballs_delay_is_checked() -> None:
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match="happy_eyeballs_delay"):
+            await rtcp.open_rtcp_stream(LOOP, 9, happy_eyeballs_delay=bad)
+
+
 async def test_cookie_connections_survive_a_full_accept_queue() -> None:
     """Clients admitted by SYN cookie while nobody accepts meet a full accept
     queue; they are neither reset nor left hanging, even when the server is
