@@ -26,6 +26,7 @@
 #define Py_T_OBJECT_EX T_OBJECT_EX
 #define Py_READONLY READONLY
 #endif
+#include <limits.h>
 #include <string.h>
 
 #include "codec.h"
@@ -46,11 +47,26 @@ static PyObject *slow_checksum;           /* _codec_cbackend.cffi_internet_check
 
 #define FIELD(obj, i) (*(PyObject **)((char *)(obj) + field_offset[i]))
 
+/* After a failed PyObject_GetBuffer: 1 when the object is just not a plain
+ * contiguous buffer (the slow path then decides what it is), 0 for anything
+ * else, such as MemoryError or KeyboardInterrupt, which must propagate. */
+static int buffer_declined(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_BufferError)
+        || PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
 /* -------------------------------------------------------------- encode */
 
 /* An int in 0..max, or -1: the caller then declines the input.  Int
  * subclasses (bool, IntFlag) count by their int value, as struct and cffi
- * take them. */
+ * take them.  (An int subclass that overrides __eq__ so that 8 != 8 would be
+ * taken by its value here, where _codec_py compares kinds with ==: a case we
+ * accept rather than pay for.) */
 static inline int get_uint(PyObject *o, unsigned long max, unsigned long *out)
 {
     if (o == NULL || !PyLong_Check(o))
@@ -187,20 +203,30 @@ static PyObject *fast_encode(PyObject *self, PyObject *seg)
     const char *data;
     Py_ssize_t size;
     int have_view = 0;
+    /* Our own reference: on 3.12+ a Python-level __buffer__ could replace
+     * seg.payload (a borrowed slot) while we hold its buffer. */
+    Py_INCREF(payload);
     if (PyBytes_CheckExact(payload)) {
         data = PyBytes_AS_STRING(payload);
         size = PyBytes_GET_SIZE(payload);
     } else {
         if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) {
-            PyErr_Clear(); /* not bytes-like, or not contiguous */
-            return PyObject_CallOneArg(slow_encode, seg);
+            Py_DECREF(payload);
+            return buffer_declined() ? PyObject_CallOneArg(slow_encode, seg) : NULL;
         }
         data = view.buf;
         size = view.len;
         have_view = 1;
     }
     Py_ssize_t total = RTCP_HEADER_SIZE + ((opts_len + 3) & ~(Py_ssize_t)3) + size;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    PyObject *out = NULL;
+    if (total > LONG_MAX) { /* rtcp_encode returns a long (32 bits on Windows) */
+        if (have_view)
+            PyBuffer_Release(&view);
+        Py_DECREF(payload);
+        return PyObject_CallOneArg(slow_encode, seg);
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
     if (out != NULL) {
         long n = rtcp_encode(PyBytes_AS_STRING(out), (size_t)total, (uint16_t)sp, (uint16_t)dp,
                              (uint32_t)seq, (uint32_t)ack, (uint8_t)flags, (uint16_t)window,
@@ -214,6 +240,7 @@ static PyObject *fast_encode(PyObject *self, PyObject *seg)
     }
     if (have_view)
         PyBuffer_Release(&view);
+    Py_DECREF(payload);
     return out;
 }
 
@@ -324,10 +351,8 @@ static PyObject *fast_decode(PyObject *self, PyObject *data)
         p = (const unsigned char *)PyBytes_AS_STRING(data);
         size = PyBytes_GET_SIZE(data);
     } else {
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            PyErr_Clear();
-            return PyObject_CallOneArg(slow_decode, data);
-        }
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+            return buffer_declined() ? PyObject_CallOneArg(slow_decode, data) : NULL;
         p = view.buf;
         size = view.len;
         have_view = 1;
@@ -353,10 +378,8 @@ static PyObject *fast_checksum(PyObject *self, PyObject *data)
     if (PyBytes_CheckExact(data))
         return u32(rtcp_checksum(PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)));
     Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        return PyObject_CallOneArg(slow_checksum, data);
-    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return buffer_declined() ? PyObject_CallOneArg(slow_checksum, data) : NULL;
     uint16_t ck = rtcp_checksum(view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return u32(ck);
@@ -376,21 +399,22 @@ static PyMethodDef checksum_def = {
 
 /* Where each field lives: Segment is a slots dataclass, so each field is a
  * member descriptor of an object slot.  Anything else (a changed Segment, an
- * unusual interpreter) makes the install fail and rtcp keeps the cffi path. */
-static int find_fields(void)
+ * unusual interpreter) makes the install fail and rtcp keeps the cffi path.
+ * Writes only to offsets, so a failed check leaves the installed state alone. */
+static int find_fields(PyTypeObject *type, Py_ssize_t *offsets)
 {
     for (int i = 0; i < N_FIELDS; i++) {
-        PyObject *d = PyObject_GetAttrString((PyObject *)segment_type, field_names[i]);
+        PyObject *d = PyObject_GetAttrString((PyObject *)type, field_names[i]);
         if (d == NULL)
             return -1;
         int ok = Py_IS_TYPE(d, &PyMemberDescr_Type);
         if (ok) {
             PyMemberDescrObject *m = (PyMemberDescrObject *)d;
-            ok = m->d_common.d_type == segment_type && m->d_member->type == Py_T_OBJECT_EX
-                 && !(m->d_member->flags & Py_READONLY)
-                 && m->d_member->offset >= (Py_ssize_t)sizeof(PyObject)
-                 && m->d_member->offset <= segment_type->tp_basicsize - (Py_ssize_t)sizeof(PyObject *);
-            field_offset[i] = m->d_member->offset;
+            Py_ssize_t off = m->d_member->offset;
+            ok = m->d_common.d_type == type && m->d_member->type == Py_T_OBJECT_EX
+                 && !(m->d_member->flags & Py_READONLY) && off >= (Py_ssize_t)sizeof(PyObject)
+                 && off <= type->tp_basicsize - (Py_ssize_t)sizeof(PyObject *);
+            offsets[i] = off;
         }
         Py_DECREF(d);
         if (!ok) {
@@ -401,45 +425,56 @@ static int find_fields(void)
     return 0;
 }
 
-/* Called once through cffi by the module named module_name while it is being
+/* Called through cffi by the module named module_name while it is being
  * imported: reads its Segment and its cffi_* functions, and sets its fast_*
- * functions.  Returns 0, or -1 (with no exception left set,
- * since cffi would not report it) when the fast path cannot be used. */
+ * functions.  Returns 0, or -1 (with no exception left set, since cffi would
+ * not report it) when the fast path cannot be used.
+ *
+ * The state above is process-wide (plain C statics), so it is set once, by
+ * the main interpreter: a subinterpreter's import, or a reload, gets -1 and
+ * keeps the cffi path instead of redirecting the live fast path to its own
+ * Segment class.  Everything is checked before anything is committed. */
 int rtcp_fastpath_install(const char *module_name)
 {
     if (!PyGILState_Check())
         return -1; /* someone let cffi release the GIL: do not touch Python */
+    if (segment_type != NULL || PyInterpreterState_Get() != PyInterpreterState_Main())
+        return -1;
     PyObject *name = PyUnicode_FromString(module_name);
     PyObject *module = name ? PyImport_GetModule(name) : NULL;
     Py_XDECREF(name);
-    if (module == NULL)
-        goto fail;
+    if (module == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    static const char *const slow_names[3] = {
+        "cffi_encode", "cffi_decode", "cffi_internet_checksum"};
+    static PyMethodDef *const defs[3] = {&encode_def, &decode_def, &checksum_def};
+    static const char *const fast_names[3] = {
+        "fast_encode", "fast_decode", "fast_internet_checksum"};
     PyObject *seg = PyObject_GetAttrString(module, "Segment");
-    slow_encode = PyObject_GetAttrString(module, "cffi_encode");
-    slow_decode = PyObject_GetAttrString(module, "cffi_decode");
-    slow_checksum = PyObject_GetAttrString(module, "cffi_internet_checksum");
-    if (seg == NULL || slow_encode == NULL || slow_decode == NULL || slow_checksum == NULL
-        || !PyType_Check(seg)) {
+    PyObject *slow[3] = {NULL, NULL, NULL}, *fast[3] = {NULL, NULL, NULL};
+    Py_ssize_t offsets[N_FIELDS];
+    int ok = seg != NULL && PyType_Check(seg)
+             && find_fields((PyTypeObject *)seg, offsets) == 0;
+    for (int i = 0; ok && i < 3; i++)
+        ok = (slow[i] = PyObject_GetAttrString(module, slow_names[i])) != NULL
+             && (fast[i] = PyCFunction_New(defs[i], NULL)) != NULL;
+    if (ok) { /* commit: kept for the life of the process */
+        segment_type = (PyTypeObject *)seg;
+        memcpy(field_offset, offsets, sizeof offsets);
+        slow_encode = slow[0], slow_decode = slow[1], slow_checksum = slow[2];
+        for (int i = 0; ok && i < 3; i++)
+            ok = PyObject_SetAttrString(module, fast_names[i], fast[i]) == 0;
+    } else {
         Py_XDECREF(seg);
-        goto fail_module;
+        for (int i = 0; i < 3; i++)
+            Py_XDECREF(slow[i]);
     }
-    segment_type = (PyTypeObject *)seg; /* kept for the life of the process */
-    if (find_fields() < 0)
-        goto fail_module;
-    static PyMethodDef *const defs[] = {&encode_def, &decode_def, &checksum_def};
-    static const char *const attrs[] = {"fast_encode", "fast_decode", "fast_internet_checksum"};
-    for (int i = 0; i < 3; i++) {
-        PyObject *fn = PyCFunction_New(defs[i], NULL);
-        int rc = fn ? PyObject_SetAttrString(module, attrs[i], fn) : -1;
-        Py_XDECREF(fn);
-        if (rc < 0)
-            goto fail_module;
-    }
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(fast[i]);
     Py_DECREF(module);
-    return 0;
-fail_module:
-    Py_DECREF(module);
-fail:
-    PyErr_Clear();
-    return -1;
+    if (!ok)
+        PyErr_Clear();
+    return ok ? 0 : -1;
 }

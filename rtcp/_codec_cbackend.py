@@ -20,6 +20,7 @@ costs is the Python around it.  So there are two layers:
 
 from __future__ import annotations
 
+import operator
 import struct
 import threading
 from collections.abc import Callable
@@ -66,7 +67,10 @@ def cffi_internet_checksum(data: Any) -> int:
     """RFC 1071 checksum of a bytes-like object (odd length: zero-padded)."""
     if data.__class__ is bytes:
         return _checksum(data, len(data))
-    buf = _from_buffer(data)
+    try:
+        buf = _from_buffer(data)
+    except (ValueError, BufferError):  # e.g. a strided memoryview: checksum a copy
+        buf = memoryview(data).tobytes()
     return _checksum(buf, len(buf))
 
 
@@ -230,8 +234,26 @@ def _encode_large(seg: Segment, ob: bytes, payload: Any) -> bytes:
             seg.urgent, ob, len(ob), payload, len(payload),
         )  # fmt: skip
     except (OverflowError, TypeError) as exc:
-        raise SegmentError(f"header field out of range in {seg!r:.300}: {exc}") from None
+        return cffi_encode(_index_fields(seg, exc))
     return ffi.buffer(out, n)[:]
+
+
+_HEADER_FIELDS = ("src_port", "dst_port", "seq", "ack", "flags", "window", "urgent")
+
+
+def _index_fields(seg: Segment, exc: Exception) -> Segment:
+    """``seg`` with its header fields made plain ints by ``operator.index``, as
+    struct (so _codec_py) accepts them, e.g. numpy integers, where cffi takes
+    only ints; SegmentError if a field is not an integer at all, or already a
+    plain int (then it was out of range)."""
+    values = [getattr(seg, name) for name in _HEADER_FIELDS]
+    if all(v.__class__ is int for v in values):
+        raise SegmentError(f"header field out of range in {seg!r:.300}: {exc}") from None
+    try:
+        ints = [operator.index(v) for v in values]
+    except TypeError:
+        raise SegmentError(f"header field out of range in {seg!r:.300}: {exc}") from None
+    return _new_segment(*ints, seg.options, seg.payload)  # type: ignore[arg-type]
 
 
 def cffi_encode(seg: Segment) -> bytes:
@@ -259,7 +281,7 @@ def cffi_encode(seg: Segment) -> bytes:
             seg.urgent, ob, len(ob), payload, plen,
         )  # fmt: skip
     except (OverflowError, TypeError) as exc:
-        raise SegmentError(f"header field out of range in {seg!r:.300}: {exc}") from None
+        return cffi_encode(_index_fields(seg, exc))
     # n < 0 cannot happen: encode_options bounds the options to 40 bytes and
     # the scratch buffer holds 60 header bytes plus _MAX_SCRATCH_PAYLOAD.
     return out_buf[:n]

@@ -568,6 +568,16 @@ class _Kind(enum.IntEnum):
     TS = 8
 
 
+class _Index:
+    """An integer only through __index__ (as numpy's are): struct takes it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
 # Inputs the fast path does not take by its quick checks: it must hand them to
 # the cffi layer, and the outcome must be the Python backend's.
 ODD_SEGMENTS = {
@@ -585,6 +595,8 @@ ODD_SEGMENTS = {
     "unset field": Segment.__new__(Segment),
     "41 option bytes": dataclasses.replace(VALID, options=((99, bytes(38)), (4, None))),
     "bool kind": dataclasses.replace(VALID, options=((True, b""),)),
+    "__index__ port": dataclasses.replace(VALID, src_port=_Index(7)),
+    "__index__ window 65536": dataclasses.replace(VALID, window=_Index(65536)),
 }
 
 
@@ -663,3 +675,42 @@ def test_fast_path_does_not_leak() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, f"{grown} bytes still held after 20,000 rounds"
+
+
+def test_strided_buffers_checksum_alike() -> None:
+    data = bytes(range(256)) * 3
+    for view in (memoryview(data)[::2], memoryview(data)[::-1], memoryview(data)[1::3]):
+        expected = _codec_py.internet_checksum(view)
+        assert expected == ref_checksum(view.tobytes())
+        assert all(b.internet_checksum(view) == expected for b in ALL)
+
+
+SUBINTERPRETER_CHECK = """
+import _xxsubinterpreters as interpreters
+from rtcp import segment, _codec_cbackend
+seg = segment.Segment(1, 2, 3, 4, 0x10, 5, 0, ((8, (1, 2)),), b"x")
+data = segment.encode(seg)
+interp = interpreters.create(isolated=False)  # like mod_wsgi's
+import sys
+interpreters.run_string(interp, f"import sys; sys.path[:0] = {sys.path!r}; import rtcp.segment")
+interpreters.destroy(interp)
+decoded = segment.decode(data)
+assert type(decoded) is segment.Segment, type(decoded)
+assert decoded == seg and segment.encode(seg) == data
+assert segment.decode is _codec_cbackend.fast_decode
+print("ok")
+"""
+
+
+@needs_c
+def test_a_subinterpreter_import_leaves_the_fast_path_alone() -> None:
+    """The fast path's state is process-wide C statics: only the main
+    interpreter installs it, so a subinterpreter's import cannot point it at
+    that interpreter's Segment class (which dies with it)."""
+    pytest.importorskip("_xxsubinterpreters")
+    out = subprocess.run(
+        [sys.executable, "-c", SUBINTERPRETER_CHECK],
+        capture_output=True, text=True, timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
