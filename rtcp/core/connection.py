@@ -25,6 +25,7 @@ from ..segment import Segment, new_segment
 from . import events as ev
 from .ranges import RangeSet
 from .rto import RttEstimator
+from .sendbuf import SendBuffer
 from .seq import HALF, MASK, seq_diff, unwrap
 from .stats import ConnectionStats
 
@@ -132,12 +133,9 @@ class Connection:
         self.iss = iss & MASK
         self.snd_una = self.iss
         self.snd_nxt = self.iss  # one past the highest sequence number sent
-        # Queued data: _sndbuf[_snd_off:] holds sequence numbers
-        # [_sndbuf_seq, _data_end).  The acknowledged prefix is cut off only
-        # when it is large, so appends never memmove the buffer per ACK.
-        self._sndbuf = bytearray()
-        self._snd_off = 0
-        self._sndbuf_seq = self.iss + 1  # data starts after the SYN
+        # Queued, unacknowledged data: sequence numbers [_sndbuf.start,
+        # _data_end) (data starts after the SYN).
+        self._sndbuf = SendBuffer(self.iss + 1)
         self._data_end = self.iss + 1
         self._fin_queued = False
         self._fin_seq: int | None = None  # set when the FIN is first sent
@@ -278,7 +276,7 @@ class Connection:
     @property
     def send_space(self) -> int:
         """Bytes :meth:`send` would accept now."""
-        return max(0, self.config.send_buffer - (self._data_end - self._sndbuf_seq))
+        return max(0, self.config.send_buffer - len(self._sndbuf))
 
     @property
     def can_send(self) -> bool:
@@ -291,7 +289,7 @@ class Connection:
             raise ConnectionStateError(f"send() in state {self.state}")
         n = min(len(data), self.send_space)
         if n:
-            self._sndbuf += data[:n] if n < len(data) else data
+            self._sndbuf.append(data[:n] if n < len(data) else data)
             self._data_end += n
         return n
 
@@ -957,17 +955,7 @@ class Connection:
                     options: tuple | None = None) -> None:
         data_end = self._data_end
         d_hi = min(hi, data_end)
-        if d_hi > lo:
-            base = self._snd_off - self._sndbuf_seq
-            if d_hi - lo > 4096:
-                # One copy instead of two (bytearray slice, then bytes); a
-                # view costs more than it saves for small segments.
-                with memoryview(self._sndbuf) as view:
-                    payload = bytes(view[lo + base: d_hi + base])
-            else:
-                payload = bytes(self._sndbuf[lo + base: d_hi + base])
-        else:
-            payload = b""
+        payload = self._sndbuf.slice(lo, d_hi) if d_hi > lo else b""
         flags = ACK
         if self._fin_seq is not None and hi > self._fin_seq:
             flags |= FIN
@@ -1169,14 +1157,8 @@ class Connection:
     def _ack_advance(self, ack: int, now: float) -> None:
         acked = ack - self.snd_una
         self.snd_una = ack
-        drop = min(ack, self._data_end) - self._sndbuf_seq
-        if drop > 0:
-            self._sndbuf_seq += drop
-            off = self._snd_off + drop
-            if off >= 65536 and 2 * off >= len(self._sndbuf):
-                del self._sndbuf[:off]
-                off = 0
-            self._snd_off = off
+        if ack > self._sndbuf.start and self._sndbuf:
+            self._sndbuf.release(ack)
             self._events.append(ev.SendSpaceAvailable())
         sacked_before = self._sacked.total
         self._sacked.remove_below(ack)
