@@ -298,6 +298,20 @@ def read_all(c: Connection, now: float) -> bytes:
     return bytes(out)
 
 
+def test_large_segments_are_handed_over_whole_not_joined() -> None:
+    """Small pieces ahead of a large segment come out alone, so the large one is
+    returned as the very object that arrived (no copy into a join)."""
+    big = Config(max_datagram=65507, receive_buffer=1 << 20)
+    a, b, _ = connect(big, big, max_a=65507, max_b=65507)
+    base = b.rcv_nxt
+    small, large = b"s" * 244, bytes(range(256)) * 200  # a write's tail, then 51,200 bytes
+    b.handle_segment(from_peer(b, base, small), 1.0)
+    b.handle_segment(from_peer(b, base + len(small), large), 1.0)
+    assert b.receive(1 << 20, 1.0) == small
+    assert b.receive(1 << 20, 1.0) is large
+    assert b.readable == 0
+
+
 @pytest.mark.parametrize("iss_a", [1000, 0xFFFFFFFF - 700], ids=["plain", "across-wrap"])
 def test_overlapping_duplicate_reordered_segments(iss_a: int) -> None:
     a, b, _ = connect(Config(timestamps=False), Config(timestamps=False), iss_a=iss_a)

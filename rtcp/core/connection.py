@@ -317,6 +317,12 @@ class Connection:
             need = n
             while need:
                 chunk = buf[0]
+                if parts and len(chunk) >= LARGE_CHUNK:
+                    # Small pieces before a large segment (the tail of a
+                    # write, say): return them alone; the large one goes out
+                    # whole next time instead of being copied into a join.
+                    n -= need
+                    break
                 take = min(need, len(chunk) - off)
                 parts.append(chunk[off:off + take] if (off or take < len(chunk)) else chunk)
                 need -= take
