@@ -29,6 +29,7 @@ import functools
 import hashlib
 import logging
 import os
+import signal
 import socket
 import stat
 import struct
@@ -63,6 +64,10 @@ DEMO_BULK = 16_384
 
 class CliError(Exception):
     """A runtime failure with a one-line message for the user (exit status 1)."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop as Ctrl-C would, cleaning up on the way out."""
 
 
 class UsageError(CliError):
@@ -718,6 +723,8 @@ def _report(exc: BaseException, args: argparse.Namespace) -> int:
     leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)] or [exc]
     if any(isinstance(e, KeyboardInterrupt) for e in leaves):
         return 0 if args.command in SERVERS else 130
+    if any(isinstance(e, Terminated) for e in leaves):
+        return 0 if args.command in SERVERS else 128 + signal.SIGTERM
     err = leaves[0]
     status = 1
     if isinstance(err, UsageError):
@@ -743,6 +750,22 @@ def _report(exc: BaseException, args: argparse.Namespace) -> int:
     return status
 
 
+async def _until_sigterm(func: Callable[[Session], Awaitable[None]], session: Session) -> None:
+    """Run the command; SIGTERM (kill, systemd, docker stop) cancels it as
+    Ctrl-C does, so cleanup runs (``recv`` removes a file it created)
+    instead of the process dying mid-write."""
+
+    async def watch() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                raise Terminated()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await func(session)
+        nursery.cancel_scope.cancel()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rtcp`` command line; returns the exit status."""
     try:
@@ -757,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 session = Session(args, Config(), None)
             else:
                 session = _session(args, sys.stdout if args.command == "demo" else None)
-            trio.run(func, session)
+            trio.run(_until_sigterm, func, session)
             return 0
         except BaseException as exc:  # every failure becomes one line
             if isinstance(exc, SystemExit):

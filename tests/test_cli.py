@@ -373,6 +373,29 @@ async def test_recv_short_file_fails(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # no truncated file, no leftover part
 
 
+async def test_sigterm_mid_transfer_removes_the_partial_file(tmp_path: Path) -> None:
+    """kill (SIGTERM) stops recv as Ctrl-C does: the file it created goes, exit 143."""
+    target = tmp_path / "out.bin"
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(target)) as recv:
+        with trio.fail_after(15):
+            stream = await rtcp.open_rtcp_stream(LOOP, recv.port)
+            await stream.send_all(_header(10_000_000) + b"x" * 100_000)
+            while not target.exists() or target.stat().st_size < 100_000:
+                await trio.sleep(0.02)  # recv is writing: the file exists, partly
+            recv.proc.send_signal(signal.SIGTERM)
+            assert await trio.to_thread.run_sync(recv.wait) == 128 + signal.SIGTERM
+            stream.abort()
+    assert recv.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_stops_a_server_cleanly() -> None:
+    with Background("echo-server", "--host", LOOP, "--port", "0") as server:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == 0
+    assert "Traceback" not in server.stderr
+
+
 async def test_recv_digest_mismatch_fails(tmp_path: Path) -> None:
     body = b"y" * 5000
     with Background("recv", "--host", LOOP, "--port", "0", "-o", str(tmp_path / "o")) as recv:
