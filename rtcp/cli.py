@@ -624,14 +624,14 @@ async def _recv(s: Session) -> None:
         digest = hashlib.sha256()
         got = 0
         start = time.monotonic()
-        out = _Output(target)
+        out = await _Output.open(target)
         try:
             with out.file, _progress(args, f"recv {name}", size) as update:
                 while got < size:
                     data = await stream.receive_some(min(CHUNK, size - got))
                     if not data:
                         break
-                    out.file.write(data)
+                    await out.write(data)
                     digest.update(data)
                     got += len(data)
                     update(got)
@@ -661,7 +661,21 @@ class _Output:
     again unless the transfer completes with matching digests, so a failed
     transfer never leaves a truncated file of its own making under the name."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, file: BinaryIO, created: bool) -> None:
+        self.target = target
+        self.created = created
+        self.file = file
+        self.regular = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+        if not self.regular:  # our own open file description: no one else's mode changes
+            os.set_blocking(file.fileno(), False)
+        self.done = False
+        self.lost = ("nothing saved" if created and self.regular else f"{target} is incomplete")
+
+    @classmethod
+    async def open(cls, target: Path) -> _Output:
+        """Open ``target`` for writing.  The open runs in a thread: for a FIFO it
+        waits for a reader, and the event loop (signals, the connection's
+        timers) must not wait with it."""
         try:
             name_max = os.pathconf(target.parent, "PC_NAME_MAX")
         except (OSError, ValueError):
@@ -670,16 +684,27 @@ class _Output:
             raise CliError(f"cannot write {target}: file name longer than {name_max} bytes")
         if target.is_dir():
             raise CliError(f"cannot write {target}: it is a directory")
-        self.target = target
-        self.created = not os.path.lexists(target)
+        created = not os.path.lexists(target)
         try:
-            self.file: BinaryIO = open(target, "wb")
+            file = await trio.to_thread.run_sync(open, target, "wb", abandon_on_cancel=True)
         except OSError as exc:
             raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-        self.regular = stat.S_ISREG(os.fstat(self.file.fileno()).st_mode)
-        self.done = False
-        self.lost = ("nothing saved" if self.created and self.regular
-                     else f"{target} is incomplete")
+        return cls(target, file, created)
+
+    async def write(self, data: bytes) -> None:
+        """Write all of ``data``.  A pipe may stay full while its reader lags:
+        its fd is non-blocking and we wait for room in trio, so signals and
+        the connection's timers keep running meanwhile."""
+        if self.regular:
+            self.file.write(data)
+            return
+        fd = self.file.fileno()
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
 
     def sync(self) -> None:
         """Make what was written durable (before the sender is told it was saved)."""

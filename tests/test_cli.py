@@ -389,6 +389,30 @@ async def test_sigterm_mid_transfer_removes_the_partial_file(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("reader", ["none", "stalled"])
+async def test_a_stuck_fifo_does_not_freeze_recv(tmp_path: Path, reader: str) -> None:
+    """A FIFO with no reader yet (open waits) or one that stopped reading (write
+    waits) must leave recv's event loop running: SIGTERM still stops it."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    held = []
+    if reader == "stalled":  # opens, then never reads: the pipe fills
+        held.append(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    try:
+        with Background("recv", "--host", LOOP, "--port", "0", "-o", str(fifo)) as recv:
+            with trio.fail_after(20):
+                stream = await rtcp.open_rtcp_stream(LOOP, recv.port)
+                await stream.send_all(_header(10_000_000, b"pipe") + b"z" * 1_000_000)
+                await trio.sleep(1)  # recv is now stuck on the FIFO
+                recv.proc.send_signal(signal.SIGTERM)
+                assert await trio.to_thread.run_sync(recv.wait, 10) == 128 + signal.SIGTERM
+                stream.abort()
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # a FIFO is never removed
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_sigterm_stops_a_server_cleanly() -> None:
     with Background("echo-server", "--host", LOOP, "--port", "0") as server:
         server.proc.send_signal(signal.SIGTERM)
