@@ -25,6 +25,10 @@ class OptionalBuildExt(build_ext):
     def finalize_options(self) -> None:
         super().finalize_options()
         self.force = True
+        # setuptools then skips a missing module where it copies the build
+        # into the source tree (pip install -e) instead of failing the install.
+        for ext in self.extensions or ():
+            ext.optional = True
 
     def build_extension(self, ext: Extension) -> None:
         try:

@@ -608,6 +608,9 @@ def markdown(report: dict[str, Any]) -> str:
                 shown += " MB/s"
             status = t["status"] if t["status"] != "not met" else "**not met**"
             out.append(f"| {t['label']} | {shown} | {status} |")
+        if report["meta"]["mode"] != "full":
+            out += ["", f"({report['meta']['mode']} mode: small transfers and one run, so these "
+                        "verdicts are indicative only; the targets are judged on a full run.)"]
     relay = report["relay"]
     if any(k.startswith("goodput") for k in report["figures"]):
         out += ["", f"Relay for the goodput rows: delay {relay['delay_s'] * 1000:g} ms, jitter "

@@ -122,6 +122,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"rtcp: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        # argparse reports a subcommand's unknown options from the top-level
+        # parser; point to the help that lists the subcommand's options.
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(ns, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(2, f"rtcp: error: unrecognized arguments: {' '.join(extra)} "
+                         f"(see '{prog} --help')\n")
+        return ns
+
 
 def _add_common(p: argparse.ArgumentParser, *, trace: bool = True) -> None:
     """The options every connection command shares (see ``_session``)."""
@@ -147,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rtcp",
         description="rtcp: a reliable, TCP-like transport over UDP. Start with 'rtcp demo'.",
-        epilog="Exit status: 0 success, 1 runtime error, 2 usage error, 130 Ctrl-C during a "
-               "client or transfer (servers exit 0 on Ctrl-C).")
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage error, 130 Ctrl-C (143 "
+               "SIGTERM) during a client or transfer (servers exit 0 on either).")
     parser.add_argument("--version", action="version", version=f"rtcp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -277,8 +289,16 @@ def _where(host: str, port: int) -> str:
     return format_address((host, port))
 
 
+def _unbracket(host: str | None) -> str | None:
+    """``[::1]`` as the servers print it (and URLs write it) -> ``::1``."""
+    if host and len(host) > 2 and host[0] == "[" and host[-1] == "]":
+        return host[1:-1]
+    return host
+
+
 async def _connect(s: Session, host: str, port: int) -> RtcpStream:
     """open_rtcp_stream with every failure turned into a one-line CliError."""
+    host = _unbracket(host) or host
     where = _where(host, port)
     try:
         return await open_rtcp_stream(host, port, config=s.config, tracer=s.tracer)
@@ -294,6 +314,7 @@ async def _connect(s: Session, host: str, port: int) -> RtcpStream:
 
 
 async def _listen(s: Session, host: str | None, port: int) -> list[RtcpListener]:
+    host = _unbracket(host)
     try:
         return await open_rtcp_listeners(port, host=host, config=s.config, tracer=s.tracer)
     except socket.gaierror as exc:
@@ -604,6 +625,8 @@ def _target(output: Path, name: str) -> Path:
 async def _recv(s: Session) -> None:
     args = s.args
     output = Path(args.output)
+    if args.output.endswith(("/", os.sep)) and not output.is_dir():
+        raise CliError(f"cannot write {args.output}: not a directory")
     parent = output if output.is_dir() else output.parent
     writable_file = output.exists() and not output.is_dir() and os.access(output, os.W_OK)
     if not writable_file and (not parent.is_dir() or not os.access(parent, os.W_OK)):
@@ -695,22 +718,31 @@ class _Output:
         """Write all of ``data``.  A pipe may stay full while its reader lags:
         its fd is non-blocking and we wait for room in trio, so signals and
         the connection's timers keep running meanwhile."""
-        if self.regular:
-            self.file.write(data)
-            return
-        fd = self.file.fileno()
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
+        try:
+            if self.regular:
+                self.file.write(data)
+                return
+            fd = self.file.fileno()
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(fd, view):]
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(fd)
+        except OSError as exc:  # a full disk, a reader that went away, ...
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: OSError) -> CliError:
+        return CliError(f"cannot write {self.target}: {exc.strerror or exc}; {self.lost}")
 
     def sync(self) -> None:
         """Make what was written durable (before the sender is told it was saved)."""
         if self.regular:
-            self.file.flush()
-            os.fsync(self.file.fileno())
+            try:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            except OSError as exc:
+                raise self._failed(exc) from None
 
     def commit(self) -> None:
         self.done = True

@@ -451,3 +451,33 @@ async def test_send_detects_wrong_reply(tmp_path: Path) -> None:
                 lambda: run_rtcp("send", LOOP, str(port), str(source)))
             nursery.cancel_scope.cancel()
     assert_one_line_error(result, 1, "SHA-256 mismatch")
+
+
+def test_unknown_option_points_to_the_subcommand_help() -> None:
+    assert_one_line_error(run_rtcp("relay", "--listen", "9", "--to", "127.0.0.1:9", "-v"), 2,
+                          "unrecognized arguments: -v", "'rtcp relay --help'")
+
+
+def test_recv_into_a_missing_directory_with_a_slash_fails(tmp_path: Path) -> None:
+    """`--output newdir/` means a directory, as for cp: never a file named newdir."""
+    out = tmp_path / "newdir"
+    assert_one_line_error(run_rtcp("recv", "--port", "0", "--output", f"{out}/"), 1,
+                          "not a directory")
+    assert not out.exists()
+
+
+def test_recv_write_failure_names_the_file() -> None:
+    """A full disk (/dev/full) is reported with the path, not a bare errno text."""
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", "/dev/full") as recv:
+        trio.run(_fake_sender, recv.port, _header(100_000, b"f") + b"q" * 100_000)
+        recv.wait(timeout=30)
+    assert_one_line_error(recv.result(), 1, "cannot write /dev/full", "No space left")
+
+
+async def test_bracketed_ipv6_host_is_accepted() -> None:
+    """Servers print [::1]:port; the same text must work as a client's HOST."""
+    with Background("echo-server", "--host", "::1", "--port", "0") as server:
+        port = re.findall(r"\[::1\]:(\d+)", server.first_line)[0]
+        result = await trio.to_thread.run_sync(
+            lambda: run_rtcp("echo-client", "[::1]", port, "hi"))
+    assert result.returncode == 0 and "hi" in result.stdout, result.stderr

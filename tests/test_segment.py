@@ -14,12 +14,14 @@ import enum
 import gc
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
 import threading
 import tracemalloc
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -714,3 +716,20 @@ def test_a_subinterpreter_import_leaves_the_fast_path_alone() -> None:
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_build_without_a_working_compiler_still_succeeds(tmp_path: Path) -> None:
+    """What `pip install -e .` runs, with a compiler that fails: the build must
+    warn and succeed (rtcp then uses the Python codec), not fail the install."""
+    repo = Path(__file__).resolve().parent.parent
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(repo / name, tmp_path / name)
+    shutil.copytree(repo / "csrc", tmp_path / "csrc")
+    shutil.copytree(repo / "rtcp", tmp_path / "rtcp",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    env = dict(os.environ, CC="/bin/false")
+    out = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "will use its pure-Python codec" in out.stderr
+    assert not list((tmp_path / "rtcp").glob("_codec_c*.so"))
