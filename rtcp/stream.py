@@ -21,7 +21,7 @@ from .core import events as ev
 from .core.connection import RECEIVING, State
 from .core.stats import ConnectionStats
 from .endpoint import Endpoint, EndpointStats, Slot
-from .transport import UdpTransport
+from .transport import UdpTransport, route_source
 
 DEFAULT_RECEIVE_SIZE = 65536
 
@@ -63,24 +63,6 @@ def _broken(conn_error: ev.Event | None) -> trio.BrokenResourceError:
 _CLOSE_FINISHED = frozenset({State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED})
 
 
-def _route_source(local: tuple, remote: tuple) -> tuple:
-    """``local`` with a wildcard host replaced by the source address towards ``remote``.
-
-    Connecting an unbound UDP socket sends nothing; it only asks the kernel's
-    routing table, so this costs two system calls and is done lazily.
-    """
-    if local[0] not in ("0.0.0.0", "::"):
-        return local
-    family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect(remote)
-            host = probe.getsockname()[0]
-    except OSError:
-        return local
-    return (host, *local[1:])
-
-
 class RtcpStream(trio.abc.HalfCloseableStream):
     """A reliable byte stream over UDP: a ``trio.abc.HalfCloseableStream``.
 
@@ -108,7 +90,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         this reports the source address the kernel picks towards the peer.
         """
         if self._local is None:
-            self._local = _route_source(self._endpoint.local_address, self._slot.addr)
+            self._local = route_source(self._endpoint.local_address, self._slot.addr)
         return self._local
 
     @property

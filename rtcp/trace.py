@@ -15,7 +15,6 @@ import collections
 import ipaddress
 import logging
 import os
-import socket
 import struct
 import sys
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, BinaryIO, TextIO
 
 from .segment import Segment, encode, internet_checksum
+from .transport import route_source
 
 __all__ = [
     "Tracer",
@@ -438,7 +438,8 @@ class LadderTracer(Tracer):
         conn = self._conns.get(key)
         if conn is None:
             self._count += 1
-            conn = self._conns[key] = _Conn(self._count, local, remote)
+            # A wildcard-bound socket's real source address, as the pcap shows it.
+            conn = self._conns[key] = _Conn(self._count, route_source(local, remote), remote)
         return conn
 
     def _new_incarnation(self, old: _Conn) -> _Conn:
@@ -649,17 +650,6 @@ def _ip(host: object) -> _IP:
     return ip
 
 
-def _route_source(remote: _IP) -> _IP | None:
-    """The source address the kernel would pick towards ``remote`` (no packet is sent)."""
-    family = socket.AF_INET if remote.version == 4 else socket.AF_INET6
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect((str(remote), 9))
-            return _ip(sock.getsockname()[0])
-    except OSError:
-        return None
-
-
 def _as_ipv6(ip: _IP) -> ipaddress.IPv6Address:
     return ip if isinstance(ip, ipaddress.IPv6Address) else ipaddress.IPv6Address(f"::ffff:{ip}")
 
@@ -734,7 +724,8 @@ class PcapTracer(Tracer):
         if ips is None:
             ours, theirs = _ip(local), _ip(remote)
             if ours.is_unspecified:
-                ours = _route_source(theirs) or ours
+                wildcard = "0.0.0.0" if theirs.version == 4 else "::"  # theirs: v4-mapped unwrapped
+                ours = _ip(route_source((wildcard, 0), (str(theirs), 9))[0])
             if ours.version != theirs.version:  # only a dual-stack oddity; keep the file valid
                 ours, theirs = _as_ipv6(ours), _as_ipv6(theirs)
             if len(self._hosts) >= 4096:

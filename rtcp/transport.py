@@ -35,6 +35,27 @@ GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 
 
+def route_source(local: tuple, remote: tuple) -> tuple:
+    """``local`` with a wildcard host replaced by the source address towards ``remote``.
+
+    A socket bound to ``0.0.0.0`` or ``::`` (every client socket, listeners
+    on all addresses) reports that wildcard; what its datagrams really carry,
+    like ``getsockname()`` of a connected TCP socket, is the route's source
+    address.  Connecting an unbound UDP socket sends nothing: it only asks
+    the routing table, for two system calls.  On failure, ``local`` as is.
+    """
+    if local[0] not in ("0.0.0.0", "::"):
+        return local
+    family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(remote)
+            host = probe.getsockname()[0]
+    except OSError:
+        return local
+    return (host, *local[1:])
+
+
 class DatagramTransport(Protocol):
     """What the endpoint needs from a datagram network."""
 

@@ -188,6 +188,13 @@ def test_ladder_client_view_exact() -> None:
     ]
 
 
+def test_ladder_header_shows_the_routed_address_of_a_wildcard_socket() -> None:
+    """A client socket is bound to 0.0.0.0; the header shows what the packets
+    carry (the route's source), as the pcap and stream.local_address do."""
+    lines = ladder(client_view(), local=("0.0.0.0", 40000), remote=("127.0.0.1", 7007))
+    assert lines[0].startswith("[1] 127.0.0.1:40000 <-> 127.0.0.1:7007")
+
+
 def test_ladder_columns() -> None:
     """States sit in the left column, arrows start in the middle, peer states at the right."""
     lines = ladder(client_view(), width=40)
