@@ -447,11 +447,11 @@ async def _echo_session(s: Session, stream: RtcpStream, messages: Sequence[bytes
         for message in messages:
             await exchange(message)
     else:
-        stdin = sys.stdin.buffer if sys.stdin is not None else None
-        if stdin is not None and stdin.isatty():
+        if sys.stdin is not None and sys.stdin.isatty():
             print("rtcp: type lines to send; Ctrl-D to finish", file=sys.stderr)
-        while stdin is not None:
-            line = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
+        lines = _LineReader(sys.stdin.fileno()) if sys.stdin is not None else None
+        while lines is not None:
+            line = await lines.readline()
             if not line:
                 break
             await exchange(line)
@@ -460,6 +460,32 @@ async def _echo_session(s: Session, stream: RtcpStream, messages: Sequence[bytes
         extra = await _drain(stream)
     if extra:
         raise CliError(f"the server sent {extra} bytes nobody asked for")
+
+
+class _LineReader:
+    """Lines from a file descriptor, read in a worker thread with os.read.
+
+    Not ``sys.stdin.buffer.readline``: a thread abandoned on Ctrl-C would stay
+    blocked holding the buffered reader's lock, and the interpreter aborts
+    (SIGABRT) when it cannot take that lock to close stdin at exit.  os.read
+    takes no lock.  (stdin is shared with the shell: it stays blocking.)
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = b""
+        self._eof = False
+
+    async def readline(self) -> bytes:
+        """The next line with its newline; the unterminated rest at EOF; then b""."""
+        while b"\n" not in self._buf and not self._eof:
+            chunk = await trio.to_thread.run_sync(os.read, self._fd, 65536,
+                                                  abandon_on_cancel=True)
+            self._eof = not chunk
+            self._buf += chunk
+        end = self._buf.find(b"\n") + 1 or len(self._buf)
+        line, self._buf = self._buf[:end], self._buf[end:]
+        return line
 
 
 def _show_echo(echo: bytes) -> None:
