@@ -838,15 +838,18 @@ async def _until_sigterm(func: Callable[[Session], Awaitable[None]], session: Se
     Ctrl-C does, so cleanup runs (``recv`` removes a file it created)
     instead of the process dying mid-write."""
 
-    async def watch() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+    # The handler is in place from here on, before the command prints that it
+    # is listening; a signal that comes before watch() runs waits for it.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+
+        async def watch() -> None:
             async for _ in signals:
                 raise Terminated()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        await func(session)
-        nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await func(session)
+            nursery.cancel_scope.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
