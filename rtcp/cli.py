@@ -341,12 +341,14 @@ async def _closing(stream: RtcpStream) -> AsyncIterator[RtcpStream]:
 
 @contextlib.asynccontextmanager
 async def _stall_guard(stream: RtcpStream, timeout: float, what: str,
-                       on_tick: Callable[[], None] | None = None) -> AsyncIterator[None]:
+                       on_tick: Callable[[], None] | None = None,
+                       local: _LocalWait | None = None) -> AsyncIterator[None]:
     """Fail with CliError if no new data moves either way for ``timeout`` seconds.
 
     Progress is new bytes sent or received (not ACKs or keepalives), so a peer that
     answers but never echoes or never finishes still times out. ``on_tick`` runs
-    every 0.1 s (the sender's progress bar).
+    every 0.1 s (the sender's progress bar). While ``local.active`` we are waiting
+    on our own output (a FIFO's reader), which is no stall of the peer's.
     """
     stalled = False
     async with trio.open_nursery() as nursery:
@@ -359,7 +361,7 @@ async def _stall_guard(stream: RtcpStream, timeout: float, what: str,
                 if on_tick is not None:
                     on_tick()
                 moved = stats.bytes_sent + stats.bytes_received
-                if moved != last:
+                if moved != last or (local is not None and local.active):
                     last, since = moved, trio.current_time()
                 elif trio.current_time() - since >= timeout:
                     stalled = True
@@ -374,6 +376,13 @@ async def _stall_guard(stream: RtcpStream, timeout: float, what: str,
     if stalled:
         peer = format_address(stream.remote_address)
         raise CliError(f"timed out {what}: no progress from {peer} for {timeout:g} s")
+
+
+@dataclass
+class _LocalWait:
+    """Whether recv is waiting on its output rather than on the network."""
+
+    active: bool = False
 
 
 async def _receive_exactly(stream: RtcpStream, n: int) -> bytes:
@@ -643,7 +652,7 @@ def _target(output: Path, name: str) -> Path:
     if not output.is_dir():
         return output
     base = Path(name).name
-    if base in ("", ".", "..") or "\0" in base:
+    if base in ("", ".", "..") or not base.isprintable():  # NUL, newlines, escape codes
         raise CliError(f"the sender's file name {name!r} is not usable; give --output a file")
     return output / base
 
@@ -661,7 +670,8 @@ async def _recv(s: Session) -> None:
     _out(f"rtcp recv: listening on {_addresses(listeners)}, saving to {args.output}")
     stream = await _accept_one(listeners)
     peer = format_address(stream.remote_address)
-    async with _closing(stream), _stall_guard(stream, args.timeout, "receiving"):
+    local = _LocalWait()
+    async with _closing(stream), _stall_guard(stream, args.timeout, "receiving", local=local):
         head = await _receive_exactly(stream, FILE_HEADER.size)
         magic, version, name_len, size = (FILE_HEADER.unpack(head)
                                           if len(head) == FILE_HEADER.size else (b"", 0, 0, 0))
@@ -673,7 +683,7 @@ async def _recv(s: Session) -> None:
         digest = hashlib.sha256()
         got = 0
         start = time.monotonic()
-        out = await _Output.open(target)
+        out = await _Output.open(target, local)
         try:
             with out.file, _progress(args, f"recv {name}", size) as update:
                 while got < size:
@@ -710,8 +720,9 @@ class _Output:
     again unless the transfer completes with matching digests, so a failed
     transfer never leaves a truncated file of its own making under the name."""
 
-    def __init__(self, target: Path, file: BinaryIO, created: bool) -> None:
+    def __init__(self, target: Path, file: BinaryIO, created: bool, local: _LocalWait) -> None:
         self.target = target
+        self.local = local
         self.created = created
         self.file = file
         self.regular = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
@@ -721,7 +732,7 @@ class _Output:
         self.lost = ("nothing saved" if created and self.regular else f"{target} is incomplete")
 
     @classmethod
-    async def open(cls, target: Path) -> _Output:
+    async def open(cls, target: Path, local: _LocalWait) -> _Output:
         """Open ``target`` for writing.  The open runs in a thread: for a FIFO it
         waits for a reader, and the event loop (signals, the connection's
         timers) must not wait with it."""
@@ -734,11 +745,14 @@ class _Output:
         if target.is_dir():
             raise CliError(f"cannot write {target}: it is a directory")
         created = not os.path.lexists(target)
+        local.active = True
         try:
             file = await trio.to_thread.run_sync(open, target, "wb", abandon_on_cancel=True)
         except OSError as exc:
             raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-        return cls(target, file, created)
+        finally:
+            local.active = False
+        return cls(target, file, created, local)
 
     async def write(self, data: bytes) -> None:
         """Write all of ``data``.  A pipe may stay full while its reader lags:
@@ -752,9 +766,17 @@ class _Output:
             view = memoryview(data)
             while view:
                 try:
-                    view = view[os.write(fd, view):]
+                    written = os.write(fd, view)
                 except BlockingIOError:
+                    written = 0
+                if written:
+                    view = view[written:]
+                    continue
+                self.local.active = True
+                try:
                     await trio.lowlevel.wait_writable(fd)
+                finally:
+                    self.local.active = False
         except OSError as exc:  # a full disk, a reader that went away, ...
             raise self._failed(exc) from None
 
@@ -838,18 +860,26 @@ async def _until_sigterm(func: Callable[[Session], Awaitable[None]], session: Se
     Ctrl-C does, so cleanup runs (``recv`` removes a file it created)
     instead of the process dying mid-write."""
 
-    # The handler is in place from here on, before the command prints that it
-    # is listening; a signal that comes before watch() runs waits for it.
+    # The handler is in place from before the command prints that it is
+    # listening until its cleanup is over: a signal that comes before watch()
+    # runs waits for it, and a second one cannot kill the cleanup.
+    command = trio.CancelScope()
+    terminated = False
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
 
         async def watch() -> None:
+            nonlocal terminated
             async for _ in signals:
-                raise Terminated()
+                terminated = True
+                command.cancel()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
-            await func(session)
+            with command:
+                await func(session)
             nursery.cancel_scope.cancel()
+    if terminated:
+        raise Terminated()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,6 +99,9 @@ class Segment:
     #: ``(kind, value)`` pairs in wire order; see the ``OPT_*`` constants.
     options: tuple[tuple[int, Any], ...] = ()
     #: ``bytes`` when decoded; :func:`encode` accepts any bytes-like object.
+    #: Segments the engine builds to send may carry a read-only ``memoryview``
+    #: of its send buffer (large segments, no copy): a tracer that keeps one
+    #: should keep ``bytes(seg.payload)``.
     payload: bytes = b""
 
     @property

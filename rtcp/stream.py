@@ -469,12 +469,19 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
         winner.append(stream)
         nursery.cancel_scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        for family, addr in _interleave(targets):
-            failed = trio.Event()
-            nursery.start_soon(attempt, family, addr, failed)
-            with trio.move_on_after(delay):
-                await failed.wait()
+    try:
+        async with trio.open_nursery() as nursery:
+            for family, addr in _interleave(targets):
+                failed = trio.Event()
+                nursery.start_soon(attempt, family, addr, failed)
+                with trio.move_on_after(delay):
+                    await failed.wait()
+    except BaseException:
+        # Cancelled by our caller in the very tick an attempt won: nobody will
+        # get that stream, so it must not stay connected.
+        for stream in winner:
+            stream.abort()
+        raise
     if winner:
         return winner[0]
     for exc in errors:
@@ -484,9 +491,10 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
            + "; ".join(str(e) for e in errors))
     # Keep the common cause's type, so `except ConnectionRefusedError` works
     # for a name with several addresses just as for one.
-    for kind in (ConnectionRefusedError, TimeoutError):
+    for kind, code in ((ConnectionRefusedError, errno.ECONNREFUSED),
+                       (TimeoutError, errno.ETIMEDOUT)):
         if all(isinstance(e, kind) for e in errors):
-            raise kind(msg) from errors[-1]
+            raise kind(code, msg) from errors[-1]
     raise OSError(msg) from errors[-1]
 
 

@@ -332,6 +332,18 @@ def test_recv_writes_through_a_symlink_and_into_a_fifo(tmp_path: Path) -> None:
     assert sorted(p.name for p in real.parent.iterdir()) == ["real.bin"]
 
 
+@pytest.mark.parametrize("name", [b"two\nlines", b"\x1b[31mred", b"tab\there"])
+def test_recv_refuses_control_characters_in_the_senders_name(tmp_path: Path,
+                                                             name: bytes) -> None:
+    """The sender picks the name: no newlines or terminal escapes into our
+    file names, stdout lines or one-line errors."""
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(tmp_path)) as recv:
+        trio.run(_fake_sender, recv.port, _header(3, name) + b"abc")
+        recv.wait(timeout=30)
+    assert_one_line_error(recv.result(), 1, "is not usable")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_recv_refuses_a_name_too_long_for_the_file_system(tmp_path: Path) -> None:
     long_name = "\N{GRINNING FACE}" * 70  # 280 bytes in UTF-8, 70 characters
     with Background("recv", "--host", LOOP, "--port", "0", "-o", str(tmp_path)) as recv:
@@ -383,6 +395,7 @@ async def test_sigterm_mid_transfer_removes_the_partial_file(tmp_path: Path) -> 
             while not target.exists() or target.stat().st_size < 100_000:
                 await trio.sleep(0.02)  # recv is writing: the file exists, partly
             recv.proc.send_signal(signal.SIGTERM)
+            recv.proc.send_signal(signal.SIGTERM)  # impatient: must not cut the cleanup
             assert await trio.to_thread.run_sync(recv.wait) == 128 + signal.SIGTERM
             stream.abort()
     assert recv.stderr == ""
@@ -399,11 +412,15 @@ async def test_a_stuck_fifo_does_not_freeze_recv(tmp_path: Path, reader: str) ->
     if reader == "stalled":  # opens, then never reads: the pipe fills
         held.append(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
     try:
-        with Background("recv", "--host", LOOP, "--port", "0", "-o", str(fifo)) as recv:
+        with Background("recv", "--host", LOOP, "--port", "0", "-o", str(fifo),
+                        "--timeout", "1") as recv:
             with trio.fail_after(20):
                 stream = await rtcp.open_rtcp_stream(LOOP, recv.port)
                 await stream.send_all(_header(10_000_000, b"pipe") + b"z" * 1_000_000)
-                await trio.sleep(1)  # recv is now stuck on the FIFO
+                # recv is now stuck on the FIFO: waiting on its own output is
+                # no stall of the sender's, so --timeout 1 does not end it.
+                await trio.sleep(2.5)
+                assert recv.proc.poll() is None, recv.proc.stderr.read()
                 recv.proc.send_signal(signal.SIGTERM)
                 assert await trio.to_thread.run_sync(recv.wait, 10) == 128 + signal.SIGTERM
                 stream.abort()

@@ -312,6 +312,23 @@ def test_large_segments_are_handed_over_whole_not_joined() -> None:
     assert b.readable == 0
 
 
+def test_receive_gives_bytes_even_from_a_sender_in_memory() -> None:
+    """Connections wired in memory pass segments as built: a large one carries a
+    view of the sender's buffer; the receiving application still gets bytes."""
+    big = Config(max_datagram=65507)
+    a, b, _ = connect(big, big, max_a=65507, max_b=65507)
+    data = bytes(range(256)) * 1024  # 256 KiB: sent as views into one chunk
+    assert a.send(data, 1.0) == len(data)
+    segs = deliver(a, b, 1.0)
+    assert any(isinstance(s.payload, memoryview) for s in segs)
+    got = b""
+    while b.readable:
+        chunk = b.receive(1 << 20, 1.0)
+        assert type(chunk) is bytes
+        got += chunk
+    assert got == data[:len(got)] and got
+
+
 @pytest.mark.parametrize("iss_a", [1000, 0xFFFFFFFF - 700], ids=["plain", "across-wrap"])
 def test_overlapping_duplicate_reordered_segments(iss_a: int) -> None:
     a, b, _ = connect(Config(timestamps=False), Config(timestamps=False), iss_a=iss_a)

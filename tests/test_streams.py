@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import socket
@@ -185,6 +186,7 @@ async def test_name_with_two_addresses_both_refusing_raises_refused(monkeypatch)
         with pytest.raises(ConnectionRefusedError, match="all connection attempts") as info:
             await rtcp.open_rtcp_stream("dual.example", port)
     assert "::1" in str(info.value) and LOOP in str(info.value)
+    assert info.value.errno == errno.ECONNREFUSED
 
 
 async def _echo_one(listener: RtcpListener) -> None:
@@ -245,6 +247,35 @@ async def test_racing_attempts_leave_one_connection(monkeypatch) -> None:
         await stream.aclose()
     await first.aclose()
     await second.aclose()
+
+
+async def test_a_win_in_the_tick_the_caller_is_cancelled_is_not_left_open(monkeypatch) -> None:
+    """If the caller's deadline fires as an attempt connects, the stream reaches
+    nobody: it must be aborted, not left ESTABLISHED."""
+    [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+    port = listener.local_address[1]
+
+    async def two(host, port):
+        await trio.lowlevel.checkpoint()
+        return [(socket.AF_INET, (LOOP, port)), (socket.AF_INET, ("127.0.0.2", port))]
+
+    real = rtcp.stream._connect_to
+    won: list = []
+
+    async def connect_then_cancel(*args):
+        stream = await real(*args)
+        won.append(stream)
+        outer.cancel()  # the caller's deadline, in the same tick
+        return stream
+
+    monkeypatch.setattr(rtcp.stream, "_resolve", two)
+    monkeypatch.setattr(rtcp.stream, "_connect_to", connect_then_cancel)
+    with trio.fail_after(5):
+        with trio.CancelScope() as outer:
+            await rtcp.open_rtcp_stream("two.example", port)
+        assert outer.cancelled_caught and len(won) == 1
+        assert won[0].state == "CLOSED" and won[0]._endpoint.connection_count == 0
+    await listener.aclose()
 
 
 async def test_happy_eyeballs_delay_is_checked() -> None:

@@ -333,6 +333,10 @@ class Connection:
             self._rcv_off = off
             data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._rcv_bytes -= n
+        if data.__class__ is not bytes:
+            # A peer Connection wired in memory may hand us views of its send
+            # buffer; the application gets bytes, as from the network.
+            data = bytes(data)
         if self.state in RECEIVING:
             # Tell the peer about the opened window once it grew enough (no SWS).
             grow = (self.rcv_nxt + self._free_space()) - self._rcv_adv
