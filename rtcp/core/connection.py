@@ -134,9 +134,8 @@ class Connection:
         self.snd_una = self.iss
         self.snd_nxt = self.iss  # one past the highest sequence number sent
         # Queued, unacknowledged data: sequence numbers [_sndbuf.start,
-        # _data_end) (data starts after the SYN).
+        # _sndbuf.end) (data starts after the SYN).
         self._sndbuf = SendBuffer(self.iss + 1)
-        self._data_end = self.iss + 1
         self._fin_queued = False
         self._fin_seq: int | None = None  # set when the FIN is first sent
         self.snd_wnd = 0
@@ -290,7 +289,6 @@ class Connection:
         n = min(len(data), self.send_space)
         if n:
             self._sndbuf.append(data[:n] if n < len(data) else data)
-            self._data_end += n
         return n
 
     @property
@@ -915,7 +913,7 @@ class Connection:
                 sent_any = True
             # 2. new data within the peer's window and cwnd
             opts = None
-            data_end = self._data_end
+            data_end = self._sndbuf.end
             wnd_edge = self.snd_una + self.snd_wnd
             while self.snd_nxt < data_end:
                 avail = data_end - self.snd_nxt
@@ -939,7 +937,7 @@ class Connection:
                 sent_any = True
             # 3. FIN once all data is out
             if (self._fin_queued and self._fin_seq is None
-                    and self.snd_nxt == self._data_end):
+                    and self.snd_nxt == self._sndbuf.end):
                 self._fin_seq = self.snd_nxt
                 self._send_range(self.snd_nxt, self.snd_nxt + 1, now, retransmit=False)
                 sent_any = True
@@ -963,7 +961,7 @@ class Connection:
 
     def _send_range(self, lo: int, hi: int, now: float, *, retransmit: bool,
                     options: tuple | None = None) -> None:
-        data_end = self._data_end
+        data_end = self._sndbuf.end
         d_hi = min(hi, data_end)
         payload = self._sndbuf.slice(lo, d_hi) if d_hi > lo else b""
         flags = ACK
@@ -1395,7 +1393,7 @@ class Connection:
 
     def _on_persist(self, now: float) -> None:
         self._persist_deadline = None
-        data_end = self._data_end
+        data_end = self._sndbuf.end
         if self.snd_wnd > 0 or self.snd_nxt >= data_end or self.state not in SENDING:
             self._persist_backoff = 0
             return
