@@ -710,9 +710,10 @@ def test_a_subinterpreter_import_leaves_the_fast_path_alone() -> None:
     interpreter installs it, so a subinterpreter's import cannot point it at
     that interpreter's Segment class (which dies with it)."""
     pytest.importorskip("_xxsubinterpreters")
+    env = {k: v for k, v in os.environ.items() if k != "RTCP_PURE_PYTHON"}  # the C backend
     out = subprocess.run(
         [sys.executable, "-c", SUBINTERPRETER_CHECK],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env=env,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
