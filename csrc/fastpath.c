@@ -1,10 +1,10 @@
-/* rtcp segment codec: encode and decode as CPython functions.
+/* rtcp segment codec: encode, decode and checksum as CPython functions.
  *
  * Why this file exists: on the per-datagram path the C work (checksum,
  * validation) takes tens of nanoseconds, while a cffi call converts each
  * argument through its generic machinery (about 0.5 us for the 13 arguments
  * of rtcp_encode) and the Python around it must still walk the options and
- * build the Segment.  These two functions take a Segment or a datagram whole,
+ * build the Segment.  These functions take a Segment or a datagram whole,
  * read and build the Python objects directly, and call the same codec.c
  * routines, so every byte on the wire still comes from one implementation.
  *
