@@ -33,6 +33,12 @@ log = logging.getLogger("rtcp")
 
 #: Datagrams read per wake-up before other tasks get a turn.
 RECV_BATCH = 256
+#: Until an address completes the handshake we send it at most this many
+#: times the bytes it sent us (QUIC's anti-amplification limit, RFC 9000 8.1).
+#: 1 would stop reflection cold, but also every SYN-ACK retransmission: a lost
+#: third ACK then left a client that waits for the server to speak first
+#: hanging (found by a lossy stress run).  3 allows two retransmissions.
+AMPLIFICATION_FACTOR = 3
 
 
 @dataclass(slots=True)
@@ -56,7 +62,8 @@ class EndpointStats:
     syn_dropped: int = 0
     #: ICMP "unreachable" reports read from the socket's error queue.
     unreachable: int = 0
-    #: Replies held back so an unvalidated address never gets more than it sent.
+    #: Replies held back so that an unvalidated address never gets more than
+    #: AMPLIFICATION_FACTOR times the bytes it sent.
     amplification_limited: int = 0
     #: Connections handed to accept().
     connections_accepted: int = 0
@@ -87,7 +94,7 @@ class Slot:
         self.queued = False
         self.stream_open = False
         #: Bytes we may still send to a peer whose address is not validated yet
-        #: (no amplification: never more than it sent us).
+        #: (AMPLIFICATION_FACTOR times what it sent us).
         self.budget = 0
 
 
@@ -396,7 +403,7 @@ class Endpoint:
                 self.stats.time_wait_reused += 1
             else:
                 if slot.from_listener and state is State.SYN_RECEIVED:
-                    slot.budget += len(data)
+                    slot.budget += AMPLIFICATION_FACTOR * len(data)
                 slot.conn.handle_segment(seg, now)
                 return slot
         return self._no_connection(seg, len(data), addr, key, now)
@@ -437,7 +444,7 @@ class Endpoint:
             return None
         conn = self._new_connection(ls.config, addr, seg.dst_port, seg.src_port, now)
         slot = Slot(conn, key, addr, from_listener=True)
-        slot.budget = size
+        slot.budget = AMPLIFICATION_FACTOR * size
         self._slots[key] = slot
         conn.listen()
         conn.handle_segment(seg, now)

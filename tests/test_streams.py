@@ -14,6 +14,7 @@ import trio.testing
 
 import rtcp
 from rtcp import Config
+from rtcp.core.connection import ACK
 from rtcp.endpoint import Endpoint
 from rtcp.stream import RtcpListener, connect_endpoint
 from rtcp.transport import MemoryNetwork
@@ -346,6 +347,40 @@ async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
     assert 0 < got < 100_000  # the first window arrived; the rest died with the sender
     client.abort()
     server.abort()
+
+
+async def test_lost_handshake_ack_with_a_server_that_speaks_first(autojump_clock) -> None:
+    """The client's third ACK is lost and the client has nothing to send: only a
+    retransmitted SYN-ACK (answered by a new ACK) lets the server's greeting
+    through.  The anti-amplification budget must leave room for it."""
+    dropped = []
+
+    def lose_first_ack(data: bytes, src: tuple, dst: tuple) -> bool:
+        seg = rtcp.segment.decode(data)
+        if src[0] == "10.0.0.1" and seg.flags == ACK and not seg.payload and not dropped:
+            dropped.append(seg)
+            return False
+        return True
+
+    net = MemoryNetwork(filter=lose_first_ack)
+    cfg = Config()
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            async def greet() -> None:
+                stream = await listener.accept()
+                await stream.send_all(b"220 hello\r\n")
+                await stream.aclose()
+
+            nursery.start_soon(greet)
+            client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), cfg)
+            assert await client.receive_some() == b"220 hello\r\n"
+            await client.aclose()
+    assert dropped  # the handshake's ACK really was lost
+    assert listener.stats.amplification_limited == 0
+    await listener.aclose()
 
 
 @pytest.mark.parametrize("port", [0, -1, 65536, True, 7.0, "7007", None])
