@@ -285,6 +285,60 @@ async def test_large_datagrams_through_loss_and_reordering(max_datagram: int) ->
                 assert st.segments_retransmitted > 0
 
 
+async def test_concurrent_connections_with_half_closes_through_one_lossy_relay() -> None:
+    """Six clients at once through one relay (its demux, and the listener's), each
+    sending a different amount, half-closing or not, reading the server's reply."""
+    imp = Impairment(loss=0.05, duplicate=0.02, reorder=0.05, delay=0.001, jitter=0.002)
+    [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP, config=FAST)
+    results: dict[int, bool] = {}
+
+    async def reverse_echo(stream: rtcp.RtcpStream) -> None:
+        async with stream:
+            head = b""
+            while b":" not in head:
+                head += await stream.receive_some(1)
+            size = int(head[:-1])
+            data = bytearray()
+            while len(data) < size:
+                data += await stream.receive_some()
+            await stream.send_all(bytes(reversed(data)))
+            await stream.send_eof()
+            assert await stream.receive_some() == b""
+
+    async def client(i: int, address: tuple) -> None:
+        rng = random.Random(i)
+        payload = rng.randbytes((0, 1, 1000, 50_000, 300_000, 70_000)[i])
+        async with await rtcp.open_rtcp_stream(*address, config=FAST) as stream:
+            await stream.send_all(b"%d:" % len(payload))
+            for j in range(0, len(payload), 7000):
+                await stream.send_all(payload[j:j + 7000])
+            if i % 2:
+                await stream.send_eof()  # half-close before reading; the others after
+            got = bytearray()
+            while chunk := await stream.receive_some():
+                got += chunk
+            results[i] = bytes(got) == payload[::-1]
+
+    try:
+        with trio.fail_after(90):
+            async with open_relay((LOOP, listener.local_address[1]), forward=imp,
+                                  backward=imp, seed=96) as relay:
+                async with trio.open_nursery() as nursery:
+                    async def serve() -> None:
+                        while True:
+                            nursery.start_soon(reverse_echo, await listener.accept())
+
+                    nursery.start_soon(serve)
+                    async with trio.open_nursery() as clients:
+                        for i in range(6):
+                            clients.start_soon(client, i, relay.listen_address[:2])
+                    nursery.cancel_scope.cancel()
+                assert relay.stats.forward.dropped_loss > 0
+    finally:
+        await listener.aclose()
+    assert results == dict.fromkeys(range(6), True)
+
+
 # ------------------------------------------------------------------- vanishing peers
 async def test_sender_breaks_within_user_timeout_when_peer_vanishes() -> None:
     user_timeout = 2.0
