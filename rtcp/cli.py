@@ -587,13 +587,18 @@ async def _send(s: Session) -> None:
     args = s.args
     path = Path(args.file)
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise CliError(f"cannot read {args.file}: is a directory")
+        if not stat.S_ISREG(mode):
+            # The header carries the size up front, and opening a FIFO would
+            # wait for a writer on the event loop.
+            raise CliError(f"cannot send {args.file}: not a regular file (send needs its size)")
         file = open(path, "rb")
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     with file:
         size = os.fstat(file.fileno()).st_size
-        if path.is_dir():
-            raise CliError(f"cannot read {args.file}: is a directory")
         name = path.name.encode()[:MAX_NAME]
         stream = await _connect(s, args.host, args.port)
         peer = _where(args.host, args.port)

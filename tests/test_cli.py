@@ -498,3 +498,16 @@ async def test_bracketed_ipv6_host_is_accepted() -> None:
         result = await trio.to_thread.run_sync(
             lambda: run_rtcp("echo-client", "[::1]", port, "hi"))
     assert result.returncode == 0 and "hi" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_send_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """send announces the size first: a FIFO (whose open would block until a
+    writer comes) or a device is refused at once, before any connection."""
+    if kind == "fifo":
+        source = tmp_path / "pipe"
+        os.mkfifo(source)
+    else:
+        source = Path("/dev/zero")
+    result = run_rtcp("send", LOOP, "9", str(source), timeout=20)
+    assert_one_line_error(result, 1, "not a regular file")
