@@ -34,11 +34,13 @@ log = logging.getLogger("rtcp")
 #: Datagrams read per wake-up before other tasks get a turn.
 RECV_BATCH = 256
 #: Until an address completes the handshake we send it at most this many
-#: times the bytes it sent us (QUIC's anti-amplification limit, RFC 9000 8.1).
-#: 1 would stop reflection cold, but also every SYN-ACK retransmission: a lost
-#: third ACK then left a client that waits for the server to speak first
-#: hanging (found by a lossy stress run).  3 allows two retransmissions.
-AMPLIFICATION_FACTOR = 3
+#: times the bytes it sent us.  1 would stop reflection cold, but also every
+#: SYN-ACK retransmission: a lost third ACK then left a client that waits for
+#: the server to speak first hanging (found by lossy stress runs).  QUIC's 3x
+#: (RFC 9000 8.1) relies on clients that keep probing until the handshake is
+#: confirmed, which TCP clients do not; 6 allows what kernel TCP sends, the
+#: SYN-ACK and Linux's default 5 retransmissions (tcp_synack_retries).
+AMPLIFICATION_FACTOR = 6
 
 
 @dataclass(slots=True)
