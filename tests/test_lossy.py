@@ -410,3 +410,11 @@ async def test_keepalive_keeps_an_idle_connection_alive() -> None:
             await path.client.send_all(b"still alive")
             assert await path.server.receive_some() == b"still alive"
 
+
+
+@pytest.mark.parametrize("scenario", ["close", "multi"])
+async def test_stress_scenarios_run(scenario: str) -> None:
+    """tests/stress.py runs long seeded sweeps by hand; one seed here keeps it working."""
+    from tests import stress
+
+    assert await stress.SCENARIOS[scenario](3)
