@@ -405,10 +405,34 @@ class Endpoint:
                 self.stats.time_wait_reused += 1
             else:
                 if slot.from_listener and state is State.SYN_RECEIVED:
+                    adopted = self._cookie_supersedes(slot, seg, addr, key, now)
+                    if adopted is not None:
+                        return adopted
                     slot.budget += AMPLIFICATION_FACTOR * len(data)
                 slot.conn.handle_segment(seg, now)
                 return slot
         return self._no_connection(seg, len(data), addr, key, now)
+
+    def _cookie_supersedes(self, slot: Slot, seg: Segment, addr: tuple, key: tuple,
+                           now: float) -> Slot | None:
+        """The client's connection, if ``seg`` answers a cookie SYN-ACK rather than
+        the half-open ``slot``'s.
+
+        We answered a SYN with a cookie (the half-open queue was full); a copy of
+        that SYN (retransmitted, or duplicated by the network) then found room
+        and made ``slot``.  The client took the cookie SYN-ACK, so its ACK names
+        the cookie: without this, ``slot`` would find it unacceptable and reset a
+        client that rightly believes it is connected (seen in stress runs).
+        """
+        ls = self._listen
+        if ls is None or ls.closed or seg.flags & (SYN | RST | ACK) != ACK \
+                or seg.ack == (slot.conn.iss + 1) & 0xFFFFFFFF:
+            return None
+        irs, iss = (seg.seq - 1) & 0xFFFFFFFF, (seg.ack - 1) & 0xFFFFFFFF
+        if check_cookie(self._secret, addr, (seg.dst_port, seg.src_port), irs, iss, now) is None:
+            return None
+        self._forget(slot, close_idle=False)
+        return self._on_cookie_ack(ls, seg, addr, key, now)
 
     def _no_connection(self, seg: Segment, size: int, addr: tuple, key: tuple,
                        now: float) -> Slot | None:

@@ -742,3 +742,45 @@ async def test_cookie_client_survives_losing_its_ack_and_first_segment(autojump_
     assert server.stats.syn_cookies_accepted == 1 and server.stats.resets_sent == 0
     client.abort()
     stream.abort()
+
+
+async def test_cookie_client_survives_a_duplicate_syn_that_finds_room(autojump_clock) -> None:
+    """Its SYN got a cookie SYN-ACK (half-open queue full); a copy of that SYN arrives
+    once there is room and makes a half-open connection with another ISN.  The
+    client's ACKs name the cookie: they must open the cookie's connection, not draw
+    a reset from the half-open one (seen in stress runs through a duplicating relay)."""
+    syns: list[bytes] = []
+    lost: list[Segment] = []
+
+    def record(data: bytes, src: tuple, dst: tuple) -> bool:
+        seg = decode(data)
+        if src[0] == "10.0.0.1" and seg.flags & SYN:
+            syns.append(data)
+        if src[0] == "10.0.0.1" and seg.flags == ACK and not seg.payload and not lost:
+            lost.append(seg)  # the handshake's ACK: the server has only the cookie in hand
+            return False
+        return True
+
+    net = MemoryNetwork(filter=record)
+    cfg = Config(syn_backlog=1)
+    server, listener = memory_listener(net, cfg)
+    filler = RawPeer(net, "10.9.9.9")  # holds the one half-open slot: cookies from now on
+    filler.send(Segment(filler.port, 7, 1, 0, SYN, 65535, 0, ((2, 1460),)), ("10.0.0.2", 7))
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    with trio.fail_after(60):
+        await trio.sleep(0.01)
+        client = await connect_endpoint(client_ep, ("10.0.0.2", 7), cfg)
+        assert server.stats.syn_cookies_sent == 1
+        filler.send(Segment(filler.port, 7, 2, 0, RST, 0), ("10.0.0.2", 7))  # room again
+        await trio.sleep(0.01)
+        inject(net, syns[0], client_ep.local_address, ("10.0.0.2", 7))  # the late copy
+        await trio.sleep(0.01)
+        await client.send_all(b"hello")
+        stream = await listener.accept()
+        assert await stream.receive_some() == b"hello"
+        await stream.send_all(b"world")
+        assert await client.receive_some() == b"world"
+        assert server.stats.syn_received == 3  # the copy did make a half-open connection
+    assert lost and server.stats.resets_sent == 0 and server.stats.syn_cookies_accepted == 1
+    client.abort()
+    stream.abort()
