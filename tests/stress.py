@@ -41,6 +41,24 @@ async def _serve(listener: rtcp.RtcpListener,
             nursery.start_soon(handler, await listener.accept())
 
 
+async def _clients_through_relay(
+    listener: rtcp.RtcpListener, handler: Callable[[rtcp.RtcpStream], Awaitable[None]],
+    client: Callable[[int, tuple], Awaitable[None]], count: int, loss: float, seed: int,
+) -> None:
+    """``count`` clients at once through a lossy relay to ``listener``; closes it after."""
+    try:
+        async with open_relay((LOOP, listener.local_address[1]), forward=_impairment(loss),
+                              backward=_impairment(loss), seed=seed) as relay:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_serve, listener, handler)
+                async with trio.open_nursery() as clients:
+                    for i in range(count):
+                        clients.start_soon(client, i, relay.listen_address[:2])
+                nursery.cancel_scope.cancel()
+    finally:
+        await listener.aclose()
+
+
 async def greet(seed: int) -> str:
     [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP, config=FAST)
 
@@ -99,15 +117,7 @@ async def multi(seed: int) -> str:
             assert bytes(got) == payload[::-1], (i, len(got), len(payload))
 
     with trio.fail_after(90):
-        async with open_relay((LOOP, listener.local_address[1]), forward=_impairment(loss),
-                              backward=_impairment(loss), seed=seed) as relay:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_serve, listener, reverse)
-                async with trio.open_nursery() as clients:
-                    for i in range(6):
-                        clients.start_soon(client, i, relay.listen_address[:2])
-                nursery.cancel_scope.cancel()
-    await listener.aclose()
+        await _clients_through_relay(listener, reverse, client, 6, loss, seed)
     return f"6 clients, {cfg.max_datagram}-byte datagrams, {loss:.0%} loss"
 
 
@@ -166,15 +176,7 @@ async def storm(seed: int) -> str:
             outcome["reset"] += 1
 
     with trio.fail_after(60):
-        async with open_relay((LOOP, listener.local_address[1]), forward=_impairment(0.1),
-                              backward=_impairment(0.1), seed=seed) as relay:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_serve, listener, echo)
-                async with trio.open_nursery() as clients:
-                    for i in range(50):
-                        clients.start_soon(client, i, relay.listen_address[:2])
-                nursery.cancel_scope.cancel()
-    await listener.aclose()
+        await _clients_through_relay(listener, echo, client, 50, 0.1, seed)
     return (f"syn_backlog {cfg.syn_backlog}, backlog {cfg.backlog}: {outcome}; "
             f"listener resets_sent {listener.stats.resets_sent}")
 

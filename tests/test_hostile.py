@@ -706,6 +706,16 @@ async def test_desynchronised_pair_does_not_ack_storm(autojump_clock) -> None:
     assert exchanged <= 100
 
 
+def cookie_world(net: MemoryNetwork) -> tuple:
+    """A listener at 10.0.0.2:7 whose one half-open slot a raw peer holds, so its
+    next SYNs get cookies, and a client endpoint at 10.0.0.1."""
+    cfg = Config(syn_backlog=1)
+    server, listener = memory_listener(net, cfg)
+    filler = RawPeer(net, "10.9.9.9")
+    filler.send(Segment(filler.port, 7, 1, 0, SYN, 65535, 0, ((2, 1460),)), ("10.0.0.2", 7))
+    return cfg, server, listener, filler, Endpoint(net.transport("10.0.0.1"), cfg)
+
+
 async def test_cookie_client_survives_losing_its_ack_and_first_segment(autojump_clock) -> None:
     """A cookie connection's handshake ACK and first data segment are lost: the
     second segment no longer names the cookie.  It is dropped, not reset, and the
@@ -724,11 +734,7 @@ async def test_cookie_client_survives_losing_its_ack_and_first_segment(autojump_
         return True
 
     net = MemoryNetwork(filter=lossy)
-    cfg = Config(syn_backlog=1)
-    server, listener = memory_listener(net, cfg)
-    filler = RawPeer(net, "10.9.9.9")  # holds the one half-open slot: cookies from now on
-    filler.send(Segment(filler.port, 7, 1, 0, SYN, 65535, 0, ((2, 1460),)), ("10.0.0.2", 7))
-    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    cfg, server, listener, _filler, client_ep = cookie_world(net)
     data = random.Random(5).randbytes(3000)
     with trio.fail_after(60):
         await trio.sleep(0.01)
@@ -762,11 +768,7 @@ async def test_cookie_client_survives_a_duplicate_syn_that_finds_room(autojump_c
         return True
 
     net = MemoryNetwork(filter=record)
-    cfg = Config(syn_backlog=1)
-    server, listener = memory_listener(net, cfg)
-    filler = RawPeer(net, "10.9.9.9")  # holds the one half-open slot: cookies from now on
-    filler.send(Segment(filler.port, 7, 1, 0, SYN, 65535, 0, ((2, 1460),)), ("10.0.0.2", 7))
-    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    cfg, server, listener, filler, client_ep = cookie_world(net)
     with trio.fail_after(60):
         await trio.sleep(0.01)
         client = await connect_endpoint(client_ep, ("10.0.0.2", 7), cfg)
