@@ -428,11 +428,7 @@ class Endpoint:
         if ls is None or ls.closed or seg.flags & (SYN | RST | ACK) != ACK \
                 or seg.ack == (slot.conn.iss + 1) & 0xFFFFFFFF:
             return None
-        irs, iss = (seg.seq - 1) & 0xFFFFFFFF, (seg.ack - 1) & 0xFFFFFFFF
-        if check_cookie(self._secret, addr, (seg.dst_port, seg.src_port), irs, iss, now) is None:
-            return None
-        self._forget(slot, close_idle=False)
-        return self._on_cookie_ack(ls, seg, addr, key, now)
+        return self._on_cookie_ack(ls, seg, addr, key, now, replacing=slot)
 
     def _no_connection(self, seg: Segment, size: int, addr: tuple, key: tuple,
                        now: float) -> Slot | None:
@@ -494,7 +490,9 @@ class Endpoint:
         self._send_segments([synack], addr)
 
     def _on_cookie_ack(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,
-                       now: float) -> Slot | None:
+                       now: float, replacing: Slot | None = None) -> Slot | None:
+        """The connection a valid cookie ACK opens (in place of ``replacing``,
+        a half-open connection of the same 4-tuple), or None."""
         irs = (seg.seq - 1) & 0xFFFFFFFF
         iss = (seg.ack - 1) & 0xFFFFFFFF
         mss = check_cookie(self._secret, addr, (seg.dst_port, seg.src_port), irs, iss, now)
@@ -510,6 +508,8 @@ class Endpoint:
         # would wait forever: nobody retransmits) would do.  The cookie proved a
         # real round trip, so these connections may overflow the queue by up to
         # syn_backlog, the half-open ones they stand for.
+        if replacing is not None:
+            self._forget(replacing, close_idle=False)
         conn = Connection.from_cookie(
             ls.config, seg.dst_port, seg.src_port, iss=iss, irs=irs, mss=mss, now=now,
             max_datagram=self.max_datagram_for(addr, ls.config),
