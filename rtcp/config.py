@@ -99,6 +99,13 @@ class Config:
     msl: float = 30.0
     #: Send small segments at once (no Nagle), as trio sets TCP_NODELAY.
     nodelay: bool = True
+    #: Autocorking (as Linux's tcp_autocorking, which applies with
+    #: TCP_NODELAY too): seconds a small segment at the end of the queued data
+    #: may wait for the next write to fill it, and only while at least two
+    #: full segments are unacknowledged, which the small one could not
+    #: overtake anyway.  Spares a runt datagram per write that does not end on
+    #: a segment boundary; ``0`` sends such runts at once.
+    autocork: float = 0.0002
     #: Longest an ACK may be delayed (seconds); every second full-sized
     #: segment is acknowledged at once regardless.
     delayed_ack: float = 0.04
@@ -164,6 +171,7 @@ class Config:
                      "msl", "keepalive_interval", "close_timeout"):
             need(getattr(self, name) > 0, f"{name} must be positive")
         need(self.delayed_ack >= 0, "delayed_ack must be >= 0")
+        need(0 <= self.autocork <= 0.01, "autocork must be in 0..0.01 seconds")
         need(self.min_rto <= self.max_rto, "min_rto must be <= max_rto")
         need(self.keepalive_idle is None or self.keepalive_idle > 0,
              "keepalive_idle must be None or positive")

@@ -467,20 +467,27 @@ def test_advertised_window_is_free_space_scaled_by_negotiated_shift(buffer: int)
     a.send(b"d" * 40_000, 1.0)
     unread = 0
     t = 1.0
+    edge = 0
     for _ in range(30):
         deliver(a, b, t)
         t += 0.05
+        a.handle_timer(t)
         b.handle_timer(t)
         for r in deliver(b, a, t):
             unread = b.readable
-            assert abs((r.window << shift) - (buffer - unread)) < (1 << shift)
+            # Rounded up to the 2**shift grid, and a held edge is rounded up
+            # again from each new RCV.NXT: a few grid steps over the free space
+            # (RFC 7323 appendix F; Linux too, unless tcp_shrink_window is set).
+            assert 0 <= (r.window << shift) - (buffer - unread) < (4 << shift)
             assert a.snd_wnd == r.window << shift  # the peer scales it back
+            assert r.ack + (r.window << shift) >= edge  # never moves left
+            edge = r.ack + (r.window << shift)
     assert unread == 40_000
 
 
 def test_window_is_free_space_and_reopens_when_read() -> None:
     cfg_b = Config(receive_buffer=8192, delayed_ack=0.0)
-    a, b, _ = connect(Config(), cfg_b)
+    a, b, _ = connect(Config(autocork=0.0), cfg_b)  # all 3000 bytes at once
     a.send(b"x" * 3000, 1.0)
     deliver(a, b, 1.0)
     acks = deliver(b, a, 1.0)
@@ -548,6 +555,8 @@ def test_mss_negotiated_from_both_max_datagrams() -> None:
     b.send(b"b" * 5000, 1.0)
     for sender in (a, b):
         segs = [s for s in sender.segments_to_send(1.0) if s.payload]
+        sender.handle_timer(1.001)  # the autocorked tail
+        segs += [s for s in sender.segments_to_send(1.001) if s.payload]
         sizes = [len(s.payload) for s in segs]
         assert max(sizes) == 580 - 12  # room left by the timestamp option
         assert all(wire_size(s) <= 600 for s in segs)
@@ -582,6 +591,8 @@ def test_mss_defaults_to_536_without_option() -> None:
     b.handle_segment(Segment(1000, 2000, 78, 5001, ACK, 65535), 0.1)
     b.send(b"q" * 3000, 0.2)
     sizes = [len(s.payload) for s in b.segments_to_send(0.2)]
+    b.handle_timer(0.201)  # the autocorked tail
+    sizes += [len(s.payload) for s in b.segments_to_send(0.201)]
     assert max(sizes) == 536 and sum(sizes) == 3000
 
 
@@ -636,6 +647,51 @@ def test_nodelay_sends_small_segments_at_once() -> None:
     assert [s.payload for s in a.segments_to_send(1.0)] == [b"firstsecond"]
     a.send(b"third", 1.01)
     assert [s.payload for s in a.segments_to_send(1.01)] == [b"third"]
+
+
+# ============================================================== autocork
+def test_autocork_holds_runt_behind_two_full_segments_until_deadline() -> None:
+    a, _, _ = connect(Config(autocork=0.0002), Config())
+    room = a.mss - 12
+    a.send(b"F" * (2 * room) + b"tail", 1.0)
+    assert [len(s.payload) for s in a.segments_to_send(1.0)] == [room, room]
+    assert a.timer() == pytest.approx(1.0002)
+    a.handle_timer(1.0001)
+    assert a.segments_to_send(1.0001) == []  # not yet
+    a.handle_timer(1.0002)
+    assert [s.payload for s in a.segments_to_send(1.0002)] == [b"tail"]
+    assert a.timer() is not None and a.timer() > 1.0002  # the RTO, no cork timer left
+
+
+def test_autocork_next_write_fills_the_held_runt() -> None:
+    a, _, _ = connect(Config(autocork=0.0002), Config())
+    room = a.mss - 12
+    a.send(b"F" * (2 * room) + b"x" * 100, 1.0)
+    assert len(a.segments_to_send(1.0)) == 2
+    a.send(b"y" * (room - 100), 1.0001)
+    [seg] = a.segments_to_send(1.0001)
+    assert seg.payload == b"x" * 100 + b"y" * (room - 100)  # one full segment, no runt
+
+
+def test_autocork_never_delays_a_lone_small_write_or_a_fin() -> None:
+    a, _, _ = connect(Config(autocork=0.0002), Config())
+    room = a.mss - 12
+    a.send(b"ping", 1.0)
+    assert [s.payload for s in a.segments_to_send(1.0)] == [b"ping"]  # nothing in flight
+    a.send(b"F" * room + b"tail", 1.0)  # one full segment in flight: the tail goes too
+    assert [len(s.payload) for s in a.segments_to_send(1.0)] == [room, 4]
+    a.send(b"F" * (2 * room) + b"last", 1.0)
+    a.shutdown(1.0)  # the FIN follows the tail at once
+    segs = a.segments_to_send(1.0)
+    assert [len(s.payload) for s in segs if s.payload] == [room, room, 4]
+    assert segs[-1].flags & FIN
+
+
+def test_autocork_zero_sends_runts_at_once() -> None:
+    a, _, _ = connect(Config(autocork=0.0), Config())
+    room = a.mss - 12
+    a.send(b"F" * (2 * room) + b"tail", 1.0)
+    assert [len(s.payload) for s in a.segments_to_send(1.0)] == [room, room, 4]
 
 
 # ============================================================== PAWS

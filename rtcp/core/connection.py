@@ -209,6 +209,10 @@ class Connection:
         self._ack_now = False
         self._unacked_segments = 0
         self._delack_deadline: float | None = None
+        # Autocork: when the held runt must go, and whether it has been held
+        # already (once it has waited its time it is not held again).
+        self._cork_deadline: float | None = None
+        self._cork_spent = False
 
         # --- timestamps (RFC 7323), 1 ms ticks ---
         self._ts_offset = random.getrandbits(32) if ts_offset is None else ts_offset
@@ -445,7 +449,7 @@ class Connection:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
         best: float | None = None
         for t in (self._rto_deadline, self._tlp_deadline, self._rack_deadline,
-                  self._delack_deadline,
+                  self._delack_deadline, self._cork_deadline,
                   self._persist_deadline,
                   self._ka_deadline, self._timewait_deadline, self._connect_deadline,
                   self._orphan_deadline, self._icmp_probe_deadline, self._user_deadline()):
@@ -499,6 +503,9 @@ class Connection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        if self._cork_deadline is not None and now >= self._cork_deadline:
+            self._cork_deadline = None
+            self._cork_spent = True  # the next push sends the runt
 
     # ------------------------------------------------------------- segments
     def handle_segment(self, seg: Segment, now: float) -> None:
@@ -930,6 +937,8 @@ class Connection:
                 elif n < room and not self.config.nodelay and self.snd_nxt > self.snd_una \
                         and not self._fin_queued:
                     break  # Nagle
+                elif n < room and self._cork(room, now):
+                    break
                 if opts is None:
                     opts = self._options(now)  # same for the whole burst
                 self._send_range(self.snd_nxt, self.snd_nxt + n, now, retransmit=False,
@@ -959,6 +968,15 @@ class Connection:
                     pto += self.config.delayed_ack + 0.01
                 self._tlp_deadline = now + min(pto, self._rtt.rto)
 
+    def _cork(self, room: int, now: float) -> bool:
+        """Hold a data-limited runt for the next write (Config.autocork)?"""
+        if (self._cork_spent or self._fin_queued or not self.config.autocork
+                or self.snd_nxt - self.snd_una < 2 * room):
+            return False
+        if self._cork_deadline is None:
+            self._cork_deadline = now + self.config.autocork
+        return True
+
     def _send_range(self, lo: int, hi: int, now: float, *, retransmit: bool,
                     options: tuple | None = None) -> None:
         data_end = self._sndbuf.end
@@ -973,6 +991,8 @@ class Connection:
                            options=self._options(now) if options is None else options)
         if hi > self.snd_nxt:
             self.snd_nxt = hi
+            self._cork_deadline = None
+            self._cork_spent = False
             if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = hi, now
         stats = self.stats
@@ -1486,7 +1506,8 @@ class Connection:
         self._icmp_probe_deadline = None
 
     def _close_now(self) -> None:
-        for name in ("_rto_deadline", "_tlp_deadline", "_rack_deadline", "_delack_deadline", "_persist_deadline", "_ka_deadline",
+        for name in ("_rto_deadline", "_tlp_deadline", "_rack_deadline", "_delack_deadline",
+                     "_cork_deadline", "_persist_deadline", "_ka_deadline",
                      "_timewait_deadline", "_connect_deadline", "_orphan_deadline",
                      "_icmp_probe_deadline"):
             setattr(self, name, None)
