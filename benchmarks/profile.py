@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("raw", "flamegraph", "speedscope"), default="raw")
     parser.add_argument("--output", type=Path, default=Path("/tmp/rtcp-profile"))
     parser.add_argument("--top", type=int, default=25, help="rows per table")
+    parser.add_argument("--native", action="store_true",
+                        help="also sample C frames (py-spy --native): memcpy, sendto, the codec")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         role = proc_name.rpartition(" ")[2] if " " in proc_name else "worker"
         out = args.output / f"{m.name}.{role}.{ext}"
         files.append(out)
-        return [pyspy, "record", "-r", str(args.rate), "-F",
+        return [pyspy, "record", "-r", str(args.rate), "-F", *(["--native"] if args.native else []),
                 "--format", args.format, "-o", str(out), "--"]
 
     result = suite.run_measurement(m, wrap=wrap)

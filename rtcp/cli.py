@@ -883,6 +883,10 @@ async def _until_sigterm(func: Callable[[Session], Awaitable[None]], session: Se
             with command:
                 await func(session)
             nursery.cancel_scope.cancel()
+        if terminated:
+            # Leaving the receiver restores the default action: a second
+            # SIGTERM now would kill us with -15 instead of the 143 below.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if terminated:
         raise Terminated()
 
