@@ -202,7 +202,8 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                 self._check_open()
                 if conn.readable:
                     data = conn.receive(max_bytes, trio.current_time())
-                    self._endpoint.kick(self._slot)
+                    if conn.ack_due:  # a window update; nothing else can be new
+                        self._endpoint.kick(self._slot)
                     break
                 if conn.eof_received:
                     data = b""

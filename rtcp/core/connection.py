@@ -300,8 +300,17 @@ class Connection:
         """Bytes :meth:`receive` can return now."""
         return self._rcv_bytes
 
+    @property
+    def ack_due(self) -> bool:
+        """An ACK is due at once: :meth:`segments_to_send` has something.
+
+        After :meth:`receive` this is the only output it can have queued (a
+        window update), so a driver may skip the call when it is false."""
+        return self._ack_now
+
     def receive(self, max_bytes: int, now: float) -> bytes:
-        """Take up to ``max_bytes`` of in-order data; may queue a window update."""
+        """Take up to ``max_bytes`` of in-order data; may queue a window
+        update (then :attr:`ack_due` is true)."""
         n = min(max_bytes, self._rcv_bytes)
         if n <= 0:
             return b""
