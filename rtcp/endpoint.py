@@ -110,6 +110,11 @@ class _ListenState:
         self.closed = False
 
 
+#: _on_cookie_ack's answer for a valid cookie that even the cookie clients' room
+#: beyond the accept queue cannot take.
+_REFUSED: Slot = object.__new__(Slot)
+
+
 def _addr_key(addr: tuple) -> tuple:
     return (addr[0], addr[1])
 
@@ -139,7 +144,8 @@ class Endpoint:
         self._linger = linger
         self._half_open = 0
         self._batch_full = False
-        #: Until when data or FIN to the listener may belong to a cookie connection.
+        #: Until when an ACK to the listener that fails the cookie check may still
+        #: belong to a cookie connection.
         self._cookies_until = -math.inf
         trio.lowlevel.spawn_system_task(self._run, name=f"rtcp-endpoint-{self.local_port}")
 
@@ -428,7 +434,8 @@ class Endpoint:
         if ls is None or ls.closed or seg.flags & (SYN | RST | ACK) != ACK \
                 or seg.ack == (slot.conn.iss + 1) & 0xFFFFFFFF:
             return None
-        return self._on_cookie_ack(ls, seg, addr, key, now, replacing=slot)
+        adopted = self._on_cookie_ack(ls, seg, addr, key, now, replacing=slot)
+        return adopted if adopted is not _REFUSED else None
 
     def _no_connection(self, seg: Segment, size: int, addr: tuple, key: tuple,
                        now: float) -> Slot | None:
@@ -439,15 +446,20 @@ class Endpoint:
                 return self._on_syn(ls, seg, size, addr, key, now)
             if flags == ACK:
                 slot = self._on_cookie_ack(ls, seg, addr, key, now)
-                if slot is not None:
+                if slot is not None and slot is not _REFUSED:
                     return slot
-                if (now < self._cookies_until and (seg.payload or seg.flags & FIN)
-                        and may_be_cookie((seg.ack - 1) & 0xFFFFFFFF, now)):
+                if (now < self._cookies_until
+                        and may_be_cookie((seg.ack - 1) & 0xFFFFFFFF, now)
+                        and (slot is None or seg.payload or seg.flags & FIN)):
                     # Perhaps a cookie connection's later segment whose handshake
                     # ACK (and first segment) was lost: its sequence number no
-                    # longer names the cookie.  Drop it: the client retransmits
-                    # from its first byte, which does; a reset would break a
-                    # client that believes it is connected.
+                    # longer names the cookie.  Data, a FIN, or a bare ACK: the
+                    # client answers a copy of the cookie SYN-ACK (duplicated, or
+                    # drawn by a retransmitted SYN) with an ACK at SND.NXT.  Drop
+                    # it: the client retransmits from its first byte, which does
+                    # name the cookie; a reset would break a client that believes
+                    # it is connected.  (A refused valid cookie's bare ACK still
+                    # gets its RST, see _on_cookie_ack.)
                     return None
         rst = reset_for(seg)
         if rst is not None:
@@ -492,7 +504,8 @@ class Endpoint:
     def _on_cookie_ack(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,
                        now: float, replacing: Slot | None = None) -> Slot | None:
         """The connection a valid cookie ACK opens (in place of ``replacing``,
-        a half-open connection of the same 4-tuple), or None."""
+        a half-open connection of the same 4-tuple), _REFUSED, or None (not a
+        valid cookie)."""
         irs = (seg.seq - 1) & 0xFFFFFFFF
         iss = (seg.ack - 1) & 0xFFFFFFFF
         mss = check_cookie(self._secret, addr, (seg.dst_port, seg.src_port), irs, iss, now)
@@ -501,7 +514,7 @@ class Endpoint:
         if len(ls.queue) >= ls.config.backlog + ls.config.syn_backlog:
             # Beyond even the room kept for cookie clients: refuse (RST).
             self.stats.syn_dropped += 1
-            return None
+            return _REFUSED
         # A full accept queue (up to backlog) does not turn a valid cookie away:
         # the client already believes it is connected, and neither a RST (it
         # breaks) nor a silent drop (a client waiting for the server to speak

@@ -557,9 +557,12 @@ async def test_no_amplification_towards_unvalidated_addresses(mode: str,
                 await trio.sleep(0.3)
             victims[name] = v
         # Stray segments for connections that do not exist are answered by RST only.
+        # (Their ACK names no recent cookie: one that might is dropped instead, see
+        # test_cookie_client_survives_a_duplicate_syn_ack.)
         stray = RawPeer(net, "10.2.0.1")
-        stray.send(Segment(stray.port, 7, 5, 6, ACK, 100), dst)
-        stray.send(Segment(stray.port, 7, 5, 6, ACK | PSH, 100, 0, (), b"d" * 100), dst)
+        stray_ack = (8 << 27) + 6
+        stray.send(Segment(stray.port, 7, 5, stray_ack, ACK, 100), dst)
+        stray.send(Segment(stray.port, 7, 5, stray_ack, ACK | PSH, 100, 0, (), b"d" * 100), dst)
         stray.send(Segment(stray.port, 7, 5, 0, FIN, 100), dst)
         await trio.sleep(150)
         for name, v in {**victims, "stray": stray}.items():
@@ -784,5 +787,48 @@ async def test_cookie_client_survives_a_duplicate_syn_that_finds_room(autojump_c
         assert await client.receive_some() == b"world"
         assert server.stats.syn_received == 3  # the copy did make a half-open connection
     assert lost and server.stats.resets_sent == 0 and server.stats.syn_cookies_accepted == 1
+    client.abort()
+    stream.abort()
+
+
+async def test_cookie_client_survives_a_duplicate_syn_ack(autojump_clock) -> None:
+    """Its handshake ACK and first data segment are lost; then a copy of the cookie
+    SYN-ACK (duplicated by the network, or the answer to a retransmitted SYN)
+    reaches the client, which answers with a bare ACK at SND.NXT: its sequence
+    number no longer names the cookie.  That ACK is dropped, not reset, and the
+    retransmitted data opens the connection (seen in stress runs through a
+    duplicating relay)."""
+    synacks: list[bytes] = []
+    lost: list[int] = []
+
+    def lossy(data: bytes, src: tuple, dst: tuple) -> bool:
+        seg = decode(data)
+        if dst[0] == "10.0.0.1" and seg.flags & (SYN | ACK) == SYN | ACK:
+            synacks.append(data)
+        if src[0] == "10.0.0.1" and seg.flags & ACK and len(lost) < 2:
+            if not seg.payload and not lost:
+                lost.append(0)  # the bare handshake ACK
+                return False
+            if seg.payload and len(lost) == 1:
+                lost.append(len(seg.payload))  # the first data segment
+                return False
+        return True
+
+    net = MemoryNetwork(filter=lossy)
+    cfg, server, listener, _filler, client_ep = cookie_world(net)
+    with trio.fail_after(60):
+        await trio.sleep(0.01)
+        client = await connect_endpoint(client_ep, ("10.0.0.2", 7), cfg)
+        await client.send_all(b"hello")
+        assert server.stats.syn_cookies_sent == 1 and len(synacks) == 1
+        inject(net, synacks[0], ("10.0.0.2", 7), client_ep.local_address)  # the copy
+        await trio.sleep(0.01)
+        assert server.stats.resets_sent == 0 and client.state == "ESTABLISHED"
+        stream = await listener.accept()
+        assert await stream.receive_some() == b"hello"
+        await stream.send_all(b"world")
+        assert await client.receive_some() == b"world"
+    assert lost == [0, 5] and client.state == "ESTABLISHED"
+    assert server.stats.syn_cookies_accepted == 1 and server.stats.resets_sent == 0
     client.abort()
     stream.abort()
