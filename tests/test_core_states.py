@@ -714,3 +714,40 @@ def test_time_wait_reopen_by_timestamp_when_negotiated() -> None:
 def test_only_time_wait_may_be_reopened() -> None:
     ctx = st_established()
     assert not ctx.conn.syn_may_reopen(_syn(ctx.seq + 1000))
+
+
+def test_closed_reader_acks_a_retransmission_of_data_it_already_read() -> None:
+    """RST answers only *new* data once the reader is closed (nobody would read
+    it); old bytes resent because our ACK was lost, with the peer's FIN on them,
+    are acknowledged and the FIN taken, as Linux does (it resets only when the
+    segment ends after RCV.NXT)."""
+    a, b = established()
+    a.send(b"hello", 1.0)
+    [data] = a.segments_to_send(1.0)
+    b.handle_segment(data, 1.0)
+    assert b.receive(100, 1.0) == b"hello"
+    b.segments_to_send(1.05)  # its ACK is lost
+    b.close(1.1)  # reader closed, FIN out: FIN_WAIT_1
+    [fin] = b.segments_to_send(1.1)
+    assert fin.flags & FIN and b.state == "FIN_WAIT_1"
+    a.handle_segment(fin, 1.1)  # a now acks b's FIN; a closes too
+    a.close(1.2)
+    a.segments_to_send(1.2)
+    # a retransmits "hello" with its FIN (the old bytes and the FIN in one segment)
+    again = Segment(data.src_port, data.dst_port, data.seq, (fin.seq + 1) & MASK,
+                    ACK | FIN, data.window, 0, (), b"hello")
+    b.handle_segment(again, 1.5)
+    out = b.segments_to_send(1.5)
+    assert not any(s.flags & RST for s in out) and b.error is None
+    assert b.eof_received and b.state == "TIME_WAIT"
+    assert out and out[-1].ack == (data.seq + 6) & MASK
+
+
+def test_closed_reader_still_resets_new_data() -> None:
+    a, b = established()
+    b.close(1.0)
+    b.segments_to_send(1.0)
+    a.send(b"late", 1.1)
+    deliver(a, b, 1.1)
+    assert any(s.flags & RST for s in b.segments_to_send(1.1))
+    assert isinstance(b.error, ev.ConnectionReset)

@@ -407,6 +407,24 @@ def test_fin_before_missing_data_waits_for_the_data() -> None:
     assert r.ack == (base + 11) & MASK and 5 not in dict(r.options)
 
 
+def test_bare_fin_before_missing_data_is_consumed_with_the_data() -> None:
+    """A FIN with no data ahead of a hole leaves nothing in reassembly: the
+    in-order segment that fills the hole must still take the FIN with it (the
+    header-prediction path once skipped it, and EOF waited for the peer's
+    retransmitted FIN)."""
+    cfg = Config(timestamps=False)
+    a, b, _ = connect(cfg, cfg)
+    base = b.rcv_nxt
+    b.handle_segment(from_peer(b, base + 5, b"", ACK | FIN), 1.0)
+    assert b.state == "ESTABLISHED" and not b.eof_received
+    b.segments_to_send(1.0)
+    b.handle_segment(from_peer(b, base, b"hello"), 1.1)
+    assert b.state == "CLOSE_WAIT" and b.eof_received
+    assert read_all(b, 1.1) == b"hello"
+    [r] = b.segments_to_send(1.1)
+    assert r.ack == (base + 6) & MASK
+
+
 def test_sack_blocks_first_is_most_recent_rfc2018() -> None:
     cfg = Config(timestamps=False)
     a, b, _ = connect(cfg, cfg)

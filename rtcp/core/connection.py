@@ -560,7 +560,8 @@ class Connection:
         ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
         rcv_nxt = self.rcv_nxt
         if plen:
-            if self._ooo or self._reader_closed or plen > self._rcv_adv - rcv_nxt:
+            if (self._ooo or self._reader_closed or plen > self._rcv_adv - rcv_nxt
+                    or self._peer_fin_seq is not None):  # a FIN waits past a hole
                 return False
             if ack != snd_una:
                 # Data that also acknowledges ours (request/response traffic).
@@ -818,13 +819,18 @@ class Connection:
         if payload and st not in RECEIVING:
             # Data after the peer's FIN: a protocol violation; ignore it.
             return
-        if payload and self._reader_closed:
-            # Nobody will ever read this: tell the peer at once (SPEC.md).
-            self.stats.resets_sent += 1
-            self._emit_segment(self.snd_nxt, RST, b"", options=())
-            self._fail(ev.ConnectionReset())
-            return
         end = seq + len(payload)
+        if payload and self._reader_closed:
+            if end > self.rcv_nxt:
+                # Nobody will ever read this: tell the peer at once (SPEC.md).
+                self.stats.resets_sent += 1
+                self._emit_segment(self.snd_nxt, RST, b"", options=())
+                self._fail(ev.ConnectionReset())
+                return
+            # Only bytes already taken (our ACK was lost): acknowledge them,
+            # and a FIN on them, as usual; only new data earns the RST.
+            payload = b""
+            self._ack_now = True
         if flags & FIN and self._peer_fin_seq is None:
             self._peer_fin_seq = end
         if payload:
