@@ -18,6 +18,7 @@ import random
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -719,24 +720,30 @@ def cookie_world(net: MemoryNetwork) -> tuple:
     return cfg, server, listener, filler, Endpoint(net.transport("10.0.0.1"), cfg)
 
 
-async def test_cookie_client_survives_losing_its_ack_and_first_segment(autojump_clock) -> None:
-    """A cookie connection's handshake ACK and first data segment are lost: the
-    second segment no longer names the cookie.  It is dropped, not reset, and the
-    retransmitted first segment opens the connection; every byte arrives."""
-    lost: list[int] = []
+def _drop_handshake_ack_and_first_data(lost: list[int]) -> Callable[[bytes, tuple, tuple], bool]:
+    """A MemoryNetwork filter: the client (10.0.0.1) loses its bare handshake ACK
+    and then its first data segment; ``lost`` records them (0, then the length)."""
 
     def lossy(data: bytes, src: tuple, dst: tuple) -> bool:
         seg = decode(data)
         if src[0] == "10.0.0.1" and seg.flags & ACK and len(lost) < 2:
             if not seg.payload and not lost:
-                lost.append(0)  # the bare handshake ACK
+                lost.append(0)
                 return False
             if seg.payload and len(lost) == 1:
-                lost.append(len(seg.payload))  # the first data segment
+                lost.append(len(seg.payload))
                 return False
         return True
 
-    net = MemoryNetwork(filter=lossy)
+    return lossy
+
+
+async def test_cookie_client_survives_losing_its_ack_and_first_segment(autojump_clock) -> None:
+    """A cookie connection's handshake ACK and first data segment are lost: the
+    second segment no longer names the cookie.  It is dropped, not reset, and the
+    retransmitted first segment opens the connection; every byte arrives."""
+    lost: list[int] = []
+    net = MemoryNetwork(filter=_drop_handshake_ack_and_first_data(lost))
     cfg, server, listener, _filler, client_ep = cookie_world(net)
     data = random.Random(5).randbytes(3000)
     with trio.fail_after(60):
@@ -800,19 +807,13 @@ async def test_cookie_client_survives_a_duplicate_syn_ack(autojump_clock) -> Non
     duplicating relay)."""
     synacks: list[bytes] = []
     lost: list[int] = []
+    drop = _drop_handshake_ack_and_first_data(lost)
 
     def lossy(data: bytes, src: tuple, dst: tuple) -> bool:
         seg = decode(data)
         if dst[0] == "10.0.0.1" and seg.flags & (SYN | ACK) == SYN | ACK:
             synacks.append(data)
-        if src[0] == "10.0.0.1" and seg.flags & ACK and len(lost) < 2:
-            if not seg.payload and not lost:
-                lost.append(0)  # the bare handshake ACK
-                return False
-            if seg.payload and len(lost) == 1:
-                lost.append(len(seg.payload))  # the first data segment
-                return False
-        return True
+        return drop(data, src, dst)
 
     net = MemoryNetwork(filter=lossy)
     cfg, server, listener, _filler, client_ep = cookie_world(net)
