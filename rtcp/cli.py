@@ -870,23 +870,29 @@ async def _until_sigterm(func: Callable[[Session], Awaitable[None]], session: Se
     # runs waits for it, and a second one cannot kill the cleanup.
     command = trio.CancelScope()
     terminated = False
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+    # Leaving trio's receiver puts back the handler it found and re-raises the
+    # signals still queued in it.  With SIG_IGN found there, a second SIGTERM
+    # during the way out is ignored, not the default action (death by -15
+    # instead of the 143 below).  Once terminated, it stays ignored: main()
+    # returns 143 for the process to exit with.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
 
-        async def watch() -> None:
-            nonlocal terminated
-            async for _ in signals:
-                terminated = True
-                command.cancel()
+            async def watch() -> None:
+                nonlocal terminated
+                async for _ in signals:
+                    terminated = True
+                    command.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
-            with command:
-                await func(session)
-            nursery.cancel_scope.cancel()
-        if terminated:
-            # Leaving the receiver restores the default action: a second
-            # SIGTERM now would kill us with -15 instead of the 143 below.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                with command:
+                    await func(session)
+                nursery.cancel_scope.cancel()
+    finally:
+        if not terminated:
+            signal.signal(signal.SIGTERM, previous)
     if terminated:
         raise Terminated()
 

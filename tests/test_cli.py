@@ -13,6 +13,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -437,6 +438,43 @@ def test_sigterm_stops_a_server_cleanly() -> None:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0
     assert "Traceback" not in server.stderr
+
+
+#: Runs rtcp.cli._until_sigterm in its own process: the command gets a SIGTERM,
+#: and a second one arrives just as the command is over and the signal receiver
+#: is about to close (the watcher's nursery is being cancelled).
+_SECOND_SIGTERM = """
+import os, signal, trio
+from rtcp import cli
+
+async def command(session):
+    os.kill(os.getpid(), signal.SIGTERM)
+    await trio.sleep(5)
+
+cancel, calls = trio.CancelScope.cancel, []
+def spy(scope, *args, **kwargs):
+    calls.append(scope)
+    if len(calls) == 2:  # the watcher's nursery: the receiver closes next
+        os.kill(os.getpid(), signal.SIGTERM)
+    return cancel(scope, *args, **kwargs)
+trio.CancelScope.cancel = spy
+
+async def main():
+    try:
+        await cli._until_sigterm(command, None)
+    except cli.Terminated:
+        print("terminated", flush=True)
+trio.run(main)
+"""
+
+
+def test_second_sigterm_while_leaving_does_not_kill_the_process() -> None:
+    """Leaving trio's signal receiver restores the handler it found and
+    re-raises queued signals: with the default action there, the second SIGTERM
+    killed recv with -15 instead of letting it exit 143 after its cleanup."""
+    proc = subprocess.run([sys.executable, "-c", _SECOND_SIGTERM], capture_output=True,
+                          text=True, timeout=30, env=rtcp_env())
+    assert (proc.returncode, proc.stdout) == (0, "terminated\n"), proc.stderr
 
 
 async def test_recv_digest_mismatch_fails(tmp_path: Path) -> None:
