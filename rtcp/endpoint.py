@@ -459,7 +459,11 @@ class Endpoint:
                     # it: the client retransmits from its first byte, which does
                     # name the cookie; a reset would break a client that believes
                     # it is connected.  (A refused valid cookie's bare ACK still
-                    # gets its RST, see _on_cookie_ack.)
+                    # gets its RST, see _on_cookie_ack.)  The price, where Linux
+                    # resets: for up to two cookie periods (128 s) after a cookie
+                    # went out, a stale peer whose ACK happens to carry the time
+                    # bits (2 in 32 ACK values, or any former cookie connection's)
+                    # learns of its dead connection by its own timeouts, not a RST.
                     return None
         rst = reset_for(seg)
         if rst is not None:
