@@ -712,6 +712,28 @@ def test_autocork_zero_sends_runts_at_once() -> None:
     assert [len(s.payload) for s in a.segments_to_send(1.0)] == [room, room, 4]
 
 
+# ============================================================== FIN on data
+def test_fin_rides_on_the_last_data_segment_and_is_resent_with_it() -> None:
+    a, b, _ = connect(Config(timestamps=False), Config(timestamps=False))
+    a.send(b"request", 1.0)
+    a.shutdown(1.0)  # before the data went out: one segment carries both
+    [seg] = a.segments_to_send(1.0)
+    assert seg.payload == b"request" and seg.flags & FIN
+    assert a.state == "FIN_WAIT_1"
+    # lost: the retransmission carries the FIN again
+    t = a.timer()
+    assert t is not None
+    a.handle_timer(t)
+    [again] = a.segments_to_send(t)
+    assert again.payload == b"request" and again.flags & FIN and again.seq == seg.seq
+    b.handle_segment(again, 3.0)
+    assert b.eof_received and b.state == "CLOSE_WAIT" and read_all(b, 3.0) == b"request"
+    [ack] = b.segments_to_send(3.0)
+    assert ack.ack == (seg.seq + len(b"request") + 1) & MASK
+    a.handle_segment(ack, 3.0)
+    assert a.state == "FIN_WAIT_2"
+
+
 # ============================================================== PAWS
 def _paws_pair() -> tuple[Connection, Connection, int]:
     """Established with timestamps; returns B's TS.Recent (A's last TSval)."""

@@ -956,10 +956,13 @@ class Connection:
                     break
                 if opts is None:
                     opts = self._options(now)  # same for the whole burst
-                self._send_range(self.snd_nxt, self.snd_nxt + n, now, retransmit=False,
-                                 options=opts)
+                hi = self.snd_nxt + n
+                if hi == data_end and self._fin_queued and self._fin_seq is None:
+                    self._fin_seq = hi  # the FIN rides on the last data, as in TCP
+                    hi += 1
+                self._send_range(self.snd_nxt, hi, now, retransmit=False, options=opts)
                 sent_any = True
-            # 3. FIN once all data is out
+            # 3. FIN once all data is out (alone: no data was left to carry it)
             if (self._fin_queued and self._fin_seq is None
                     and self.snd_nxt == self._sndbuf.end):
                 self._fin_seq = self.snd_nxt
