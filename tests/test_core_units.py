@@ -734,6 +734,68 @@ def test_fin_rides_on_the_last_data_segment_and_is_resent_with_it() -> None:
     assert a.state == "FIN_WAIT_2"
 
 
+def test_full_segment_with_fin_is_probed_and_resent_whole() -> None:
+    """A FIN on a segment whose payload fills the room: the tail loss probe and
+    the retransmission after a timeout both carry all of it, FIN included (the
+    FIN takes a sequence number but no room)."""
+    a, b, _ = connect(Config(timestamps=False), Config(timestamps=False))
+    room = a.mss
+    a.send(b"z" * room, 1.0)
+    a.shutdown(1.0)
+    [seg] = a.segments_to_send(1.0)  # lost
+    assert len(seg.payload) == room and seg.flags & FIN
+    for kind in ("probe", "timeout"):
+        out: list[Segment] = []
+        while not out:  # (a RACK timer in between sends nothing)
+            t = a.timer()
+            assert t is not None and t < 3.0
+            a.handle_timer(t)
+            out = a.segments_to_send(t)
+        [again] = out  # lost too, the first time
+        assert (again.seq, len(again.payload)) == (seg.seq, room) and again.flags & FIN, kind
+    assert a.stats.tail_loss_probes == 1 and a.stats.timeouts == 1
+    b.handle_segment(again, 5.0)
+    assert b.eof_received and read_all(b, 5.0) == b"z" * room
+
+
+@pytest.mark.parametrize("ts", [True, False], ids=["timestamps", "no-timestamps"])
+def test_tail_loss_probe_leaves_room_for_sack_blocks(ts: bool) -> None:
+    a, b, _ = connect(Config(timestamps=ts), Config(timestamps=ts))
+    opts = ((8, (b._ts_now(0.5), a._ts_now(0.5))),) if ts else ()
+    # A hole in what a receives: its segments carry a SACK block from now on.
+    a.handle_segment(from_peer(a, a.rcv_nxt + 100, b"y" * 10, options=opts), 0.5)
+    a.segments_to_send(0.5)
+    a.send(b"x" * 5000, 1.0)
+    a.shutdown(1.0)
+    segs = a.segments_to_send(1.0)
+    assert all(wire_size(s) <= 1472 for s in segs)
+    t = a.timer()
+    assert t is not None
+    a.handle_timer(t)
+    [probe] = a.segments_to_send(t)
+    assert 5 in dict(probe.options) and probe.flags & FIN
+    assert wire_size(probe) <= 1472
+
+
+def test_fin_is_taken_at_a_zero_window() -> None:
+    """The reader has not read and the window is 0: a FIN at RCV.NXT needs no
+    buffer space, so it is accepted and acknowledged at once instead of waiting
+    for the peer's backed-off retransmissions until the reader drains."""
+    cfg = Config(timestamps=False, receive_buffer=4096, delayed_ack=0.0)
+    a, b, _ = connect(Config(timestamps=False, autocork=0.0), cfg)
+    a.send(b"f" * 4096, 1.0)
+    deliver(a, b, 1.0)
+    [ack] = deliver(b, a, 1.0)
+    assert ack.window == 0 and b.readable == 4096
+    a.shutdown(1.1)
+    [fin] = deliver(a, b, 1.1)
+    assert fin.flags & FIN and not fin.payload
+    assert b.eof_received and b.state == "CLOSE_WAIT"
+    [fin_ack] = b.segments_to_send(1.1)
+    assert fin_ack.ack == (fin.seq + 1) & MASK and fin_ack.window == 0
+    assert read_all(b, 1.2) == b"f" * 4096
+
+
 # ============================================================== PAWS
 def _paws_pair() -> tuple[Connection, Connection, int]:
     """Established with timestamps; returns B's TS.Recent (A's last TSval)."""

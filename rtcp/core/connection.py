@@ -686,7 +686,11 @@ class Connection:
         seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         wnd = self._rcv_adv - self.rcv_nxt
         if wnd <= 0:
-            ok = seq == self.rcv_nxt if seg_len == 0 else False
+            # Nothing new fits, but a FIN right at RCV.NXT takes no buffer
+            # space (its payload, if any, is old): take it, or the peer's
+            # close waits on backed-off retransmissions until we read.
+            ok = seq == self.rcv_nxt if seg_len == 0 else (
+                flags & (FIN | SYN) == FIN and seq + plen == self.rcv_nxt)
         elif seg_len == 0:
             ok = self.rcv_nxt <= seq < self.rcv_nxt + wnd
         else:
@@ -926,6 +930,8 @@ class Connection:
                 # are resent too): tiny SACK islands must not each become a tiny
                 # datagram.
                 hi = min(lo + room, self.snd_nxt)
+                if hi == self._fin_seq and hi < self.snd_nxt:
+                    hi += 1  # the FIN takes no payload room: it goes along
                 if not self._rtx_force and self._pipe() + (hi - lo) > self.cwnd:
                     break
                 self._rtx_force = False
@@ -1395,7 +1401,12 @@ class Connection:
             return
         self._tlp_fired = True
         self.stats.tail_loss_probes += 1
-        lo = max(self.snd_una, self.snd_nxt - self._payload_room())
+        # The last segment's worth, within the room SACK blocks leave, and
+        # with a FIN on top of it (the FIN takes a sequence number, no byte).
+        span = self._payload_room() - self._sack_space()
+        if self._fin_seq is not None and self._fin_seq + 1 == self.snd_nxt:
+            span += 1
+        lo = max(self.snd_una, self.snd_nxt - span)
         if self._sacked.contains(lo, self.snd_nxt):
             return
         self._rtx_done.add(lo, self.snd_nxt)
