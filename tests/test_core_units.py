@@ -734,6 +734,28 @@ def test_fin_rides_on_the_last_data_segment_and_is_resent_with_it() -> None:
     assert a.state == "FIN_WAIT_2"
 
 
+def test_fin_only_on_the_last_of_several_segments_even_when_the_tail_waits() -> None:
+    cfg = Config(timestamps=False, receive_buffer=4096, delayed_ack=0.0)
+    a, b, _ = connect(Config(timestamps=False, autocork=0.0), cfg)
+    a.send(b"w" * 6000, 1.0)  # more than the peer's window: the tail waits
+    a.shutdown(1.0)
+    sent: list[Segment] = []
+    got = b""
+    t = 1.0
+    while not b.eof_received and t < 2.0:
+        out = a.segments_to_send(t)
+        sent += out
+        for s in out:
+            b.handle_segment(s, t)
+        got += read_all(b, t)
+        deliver(b, a, t)  # ACKs and window updates
+        t += 0.01
+    assert got == b"w" * 6000 and b.eof_received
+    assert len(sent) > 3 and sum(len(s.payload) for s in sent) == 6000  # nothing resent
+    assert [bool(s.flags & FIN) for s in sent] == [False] * (len(sent) - 1) + [True]
+    assert sent[-1].payload  # the FIN came on the data, not alone
+
+
 def test_full_segment_with_fin_is_probed_and_resent_whole() -> None:
     """A FIN on a segment whose payload fills the room: the tail loss probe and
     the retransmission after a timeout both carry all of it, FIN included (the
