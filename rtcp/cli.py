@@ -34,6 +34,7 @@ import socket
 import stat
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -719,22 +720,27 @@ async def _recv(s: Session) -> None:
 
 
 class _Output:
-    """Where recv writes: straight into the target with open(), as cp does, so
-    symlinks, FIFOs, devices, modes and the kernel's link protections behave
-    as users expect.  A regular file that this transfer created is removed
-    again unless the transfer completes with matching digests, so a failed
-    transfer never leaves a truncated file of its own making under the name."""
+    """Where recv writes.  A new name, a symlink, a FIFO or a device is opened
+    and written straight, as cp does, so they behave as users expect; a regular
+    file this transfer created is removed again unless the transfer completes
+    with matching digests.  An existing regular file is not touched until then:
+    the data goes to a new file beside it (same permission bits) that replaces
+    it only once complete and verified, so a failed transfer keeps the old
+    content (where that file cannot be made, it is written in place)."""
 
-    def __init__(self, target: Path, file: BinaryIO, created: bool, local: _LocalWait) -> None:
+    def __init__(self, target: Path, file: BinaryIO, created: bool, local: _LocalWait,
+                 staged: Path | None = None) -> None:
         self.target = target
         self.local = local
         self.created = created
         self.file = file
+        self.staged = staged
         self.regular = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
         if not self.regular:  # our own open file description: no one else's mode changes
             os.set_blocking(file.fileno(), False)
         self.done = False
-        self.lost = ("nothing saved" if created and self.regular else f"{target} is incomplete")
+        self.lost = ("nothing saved" if created and self.regular
+                     else f"{target} is unchanged" if staged else f"{target} is incomplete")
 
     @classmethod
     async def open(cls, target: Path, local: _LocalWait) -> _Output:
@@ -750,6 +756,10 @@ class _Output:
         if target.is_dir():
             raise CliError(f"cannot write {target}: it is a directory")
         created = not os.path.lexists(target)
+        if not created and target.is_file() and not target.is_symlink():
+            staged = _stage_beside(target)
+            if staged is not None:
+                return cls(target, staged[0], False, local, staged[1])
         local.active = True
         try:
             file = await trio.to_thread.run_sync(open, target, "wb", abandon_on_cancel=True)
@@ -798,13 +808,35 @@ class _Output:
                 raise self._failed(exc) from None
 
     def commit(self) -> None:
+        """The transfer is complete and verified: keep it (under the target's name)."""
+        if self.staged is not None:
+            try:
+                os.replace(self.staged, self.target)
+            except OSError as exc:
+                raise self._failed(exc) from None
         self.done = True
 
     def discard(self) -> None:
         """Unless committed, remove the file if this transfer created it."""
-        if not self.done and self.created and self.regular:
+        if self.done:
+            return
+        doomed = self.staged if self.staged is not None else (
+            self.target if self.created and self.regular else None)
+        if doomed is not None:
             with contextlib.suppress(FileNotFoundError):
-                self.target.unlink()
+                doomed.unlink()
+
+
+def _stage_beside(target: Path) -> tuple[BinaryIO, Path] | None:
+    """A new file in ``target``'s directory with its permission bits, or None
+    where none can be made (a read-only directory, say)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=".rtcp-recv-", suffix=".part")
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
+    return os.fdopen(fd, "wb"), Path(name)
 
 
 # ------------------------------------------------------------------ relay

@@ -386,6 +386,35 @@ async def test_recv_short_file_fails(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # no truncated file, no leftover part
 
 
+async def test_recv_failing_into_an_existing_file_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """An interrupted transfer must not cost the file that was there: it is only
+    replaced once the new content is complete and verified."""
+    target = tmp_path / "precious.bin"
+    target.write_bytes(b"the only copy")
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(target)) as recv:
+        await _fake_sender(recv.port, _header(1000) + b"x" * 10)
+        await trio.to_thread.run_sync(recv.wait)
+    assert_one_line_error(recv.result(), 1, "short file", f"{target} is unchanged")
+    assert target.read_bytes() == b"the only copy"
+    assert list(tmp_path.iterdir()) == [target]  # no leftover part
+
+
+def test_recv_replaces_an_existing_file_keeping_its_mode(tmp_path: Path) -> None:
+    payload = os.urandom(100_000)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    target = tmp_path / "old.bin"
+    target.write_bytes(b"old content, longer than nothing")
+    target.chmod(0o640)
+    with Background("recv", "--host", LOOP, "--port", "0", "--output", str(target)) as recv:
+        sent = run_rtcp("send", LOOP, str(recv.port), str(source))
+        recv.wait(timeout=30)
+    assert sent.returncode == 0 and recv.returncode == 0, (sent.stderr, recv.stderr)
+    assert target.read_bytes() == payload
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(tmp_path.iterdir()) == [target, source]
+
+
 async def test_sigterm_mid_transfer_removes_the_partial_file(tmp_path: Path) -> None:
     """kill (SIGTERM) stops recv as Ctrl-C does: the file it created goes, exit 143."""
     target = tmp_path / "out.bin"
