@@ -151,8 +151,8 @@ def _add_common(p: argparse.ArgumentParser, *, trace: bool = True) -> None:
                         f"giving up (default {DEFAULT_TIMEOUT:g})")
     g.add_argument("--max-datagram", type=_datagram, default=Config().max_datagram,
                    metavar="BYTES",
-                   help="largest UDP payload sent (default %(default)s; up to 65507 on "
-                        "loopback)")
+                   help="largest UDP payload sent over IPv4, 20 less over IPv6 (default "
+                        "%(default)s; up to 65507 on loopback)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,7 +278,10 @@ def _session(args: argparse.Namespace, ladder: object | None = None) -> Session:
             raise CliError(f"cannot write pcap file {args.pcap}: {exc.strerror or exc}") from None
     tracer = None if not tracers else tracers[0] if len(tracers) == 1 else MultiTracer(*tracers)
     t = args.timeout
-    config = Config(max_datagram=args.max_datagram, connect_timeout=t, close_timeout=t)
+    # The same link MTU for both families: IPv6's header is 20 bytes longer.
+    v6 = max(HEADER_SIZE + 64, args.max_datagram - 20)
+    config = Config(max_datagram=args.max_datagram, max_datagram_ipv6=v6,
+                    connect_timeout=t, close_timeout=t)
     if args.command == "echo-server":
         # Idle clients may stay; vanished ones are found by keepalive within ~2 * timeout.
         config = config.replace(keepalive_idle=t, keepalive_interval=max(t / 4, 0.5),

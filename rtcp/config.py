@@ -72,10 +72,12 @@ _CONVERT = {
 class Config:
     """Connection and endpoint tunables; defaults follow Linux and SPEC.md."""
 
-    #: Bytes of UDP payload per datagram (header + options + data). 1472 fits a
-    #: 1500-byte IPv4 MTU without fragmentation; up to 65507 for loopback.
+    #: Bytes of UDP payload per datagram (header + options + data) towards IPv4
+    #: peers. 1472 fits a 1500-byte MTU without fragmentation; up to 65507 for
+    #: loopback.  IPv6 peers use ``max_datagram_ipv6``: raise both for ``::1``.
     max_datagram: int = 1472
-    #: Largest datagram used towards IPv6 peers (40-byte IPv6 header, not 20).
+    #: Largest datagram used towards IPv6 peers (40-byte IPv6 header, not 20):
+    #: 1452 for a 1500-byte MTU, up to 65487 on loopback.
     max_datagram_ipv6: int = 1452
     #: Bytes the application may queue for sending (unsent + unacknowledged)
     #: before ``send_all`` blocks.

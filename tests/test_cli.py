@@ -24,7 +24,7 @@ import trio
 from scapy.all import IP, TCP, rdpcap  # type: ignore[attr-defined]
 
 import rtcp
-from rtcp.cli import DIGEST_SIZE, FILE_HEADER, FILE_MAGIC, FILE_VERSION
+from rtcp.cli import DIGEST_SIZE, FILE_HEADER, FILE_MAGIC, FILE_VERSION, _session, build_parser
 from tests.netns import Background, lines, rtcp_command, rtcp_env, run_rtcp
 
 LOOP = "127.0.0.1"
@@ -537,6 +537,19 @@ async def test_send_detects_wrong_reply(tmp_path: Path) -> None:
                 lambda: run_rtcp("send", LOOP, str(port), str(source)))
             nursery.cancel_scope.cancel()
     assert_one_line_error(result, 1, "SHA-256 mismatch")
+
+
+@pytest.mark.parametrize(("given", "v4", "v6"), [(None, 1472, 1452), ("65507", 65507, 65487),
+                                                  ("90", 90, 84)])
+def test_max_datagram_option_covers_ipv6_too(given: str | None, v4: int, v6: int) -> None:
+    """--max-datagram 65507 must also lift IPv6 (``::1``): it was IPv4 only, so
+    a transfer over ::1 kept 1452-byte datagrams at a third of the speed."""
+    argv = ["echo-client", "::1", "7", "hi"] + (["--max-datagram", given] if given else [])
+    session = _session(build_parser().parse_args(argv), None)
+    try:
+        assert (session.config.max_datagram, session.config.max_datagram_ipv6) == (v4, v6)
+    finally:
+        session.close()
 
 
 def test_unknown_option_points_to_the_subcommand_help() -> None:
