@@ -818,6 +818,29 @@ def test_fin_is_taken_at_a_zero_window() -> None:
     assert read_all(b, 1.2) == b"f" * 4096
 
 
+def test_reordered_duplicate_acks_pass_paws_for_their_sack_blocks() -> None:
+    """Dup ACKs overtaken by later ones carry older timestamps: PAWS must not
+    drop them as old duplicates (Linux's tcp_disordered_ack), or their SACK
+    information is lost and each draws a rate-limited challenge ACK."""
+    a, b, _ = connect(Config(autocork=0.0), Config())
+    room = a.mss - 12
+    a.send(b"r" * (5 * room), 1.0)
+    segs = a.segments_to_send(1.0)
+    assert len(segs) == 5
+    acks = []
+    for i, seg in enumerate(segs[1:]):  # the first is lost
+        t = 1.0 + 0.005 * (i + 1)  # later ACKs, later timestamps
+        b.handle_segment(seg, t)
+        acks += b.segments_to_send(t)
+    assert len(acks) == 4 and all(5 in dict(ack.options) for ack in acks)
+    t = 1.03
+    for ack in reversed(acks):  # the newest first: the rest arrive "old"
+        a.handle_segment(ack, t)
+    assert a.stats.dropped_segments == 0 and a.stats.challenge_acks_sent == 0
+    [rtx] = [s for s in a.segments_to_send(t) if s.payload]
+    assert rtx.seq == segs[0].seq  # the hole, found from the SACK blocks
+
+
 # ============================================================== PAWS
 def _paws_pair() -> tuple[Connection, Connection, int]:
     """Established with timestamps; returns B's TS.Recent (A's last TSval)."""

@@ -677,7 +677,8 @@ class Connection:
             if tsopt is not None:
                 tsval = tsopt[0]
                 if (self._ts_recent_valid and not flags & RST
-                        and seq_diff(tsval, self._ts_recent) < 0):
+                        and seq_diff(tsval, self._ts_recent) < 0
+                        and not self._disordered_ack(seg, seq, plen, tsval)):
                     self.stats.dropped_segments += 1
                     self._answer_unacceptable(plen, flags, now)
                     return
@@ -745,6 +746,7 @@ class Connection:
         # TS.Recent (RFC 7323 R3) only from a segment whose ACK is acceptable: one
         # that RFC 5961 5.2 discards must not make PAWS drop the real peer's segments.
         if (tsval is not None and seq <= self._last_ack_sent
+                and (not self._ts_recent_valid or seq_diff(tsval, self._ts_recent) >= 0)
                 and self.snd_una - max(self._max_snd_wnd, 1) <= ack <= self.snd_nxt):
             self._ts_recent = tsval
             self._ts_recent_valid = True
@@ -1486,6 +1488,17 @@ class Connection:
             if window > 0:
                 self._persist_deadline = None
                 self._persist_backoff = 0
+
+    def _disordered_ack(self, seg: Segment, seq: int, plen: int, tsval: int) -> bool:
+        """A pure duplicate ACK overtaken by a later one (reordering), not an old
+        duplicate: PAWS lets it through for its SACK blocks, as Linux's
+        tcp_disordered_ack does.  It must ACK nothing new, change no window and
+        be at most an RTO's worth of timestamp ticks older than TS.Recent."""
+        return (plen == 0 and seg.flags & (SYN | FIN | RST | ACK) == ACK
+                and seq == self.rcv_nxt
+                and unwrap(seg.ack, self.snd_una) == self.snd_una
+                and (seg.window << self._snd_wscale) == self.snd_wnd
+                and seq_diff(self._ts_recent, tsval) <= self._rtt.rto * 1000)
 
     def _answer_unacceptable(self, plen: int, flags: int, now: float) -> None:
         """ACK a segment that failed the sequence, PAWS or ACK checks.
