@@ -91,7 +91,8 @@ class Config:
     #: (RFC 5482's user timeout); ``send_all``/``receive_some`` then raise
     #: ``trio.BrokenResourceError``.
     user_timeout: float = 60.0
-    #: RFC 6298 retransmission timeout before any RTT sample (seconds).
+    #: RFC 6298 retransmission timeout before any RTT sample (seconds); used
+    #: within ``min_rto..max_rto`` (clamped), so either bound may be moved alone.
     initial_rto: float = 1.0
     #: Lower bound on the RTO; RFC 6298 says 1 s, Linux uses 0.2 s.
     min_rto: float = 0.2
@@ -172,7 +173,14 @@ class Config:
         for name in ("connect_timeout", "user_timeout", "initial_rto", "min_rto", "max_rto",
                      "msl", "keepalive_interval", "close_timeout"):
             need(getattr(self, name) > 0, f"{name} must be positive")
+        # Clocks that must run out: an infinite MSL keeps TIME_WAIT forever, an
+        # infinite RTO never retransmits.  (The three timeouts may be infinite:
+        # "no limit" is a caller's choice, as with trio's own.)
+        for name in ("initial_rto", "min_rto", "max_rto", "msl", "keepalive_interval",
+                     "delayed_ack", "autocork"):
+            need(math.isfinite(getattr(self, name)), f"{name} must be finite")
         need(self.delayed_ack >= 0, "delayed_ack must be >= 0")
+        need(self.delayed_ack < 0.5, "delayed_ack must be below 0.5 s (RFC 9293 3.8.6.3)")
         need(0 <= self.autocork <= 0.01, "autocork must be in 0..0.01 seconds")
         need(self.min_rto <= self.max_rto, "min_rto must be <= max_rto")
         need(self.keepalive_idle is None or self.keepalive_idle > 0,

@@ -37,6 +37,8 @@ def test_wrong_types_are_type_errors(changes: dict) -> None:
     {"delayed_ack": -0.1}, {"backlog": 0}, {"initial_window": 0},
     {"congestion_control": "cubic"}, {"keepalive_idle": -1.0}, {"min_rto": math.nan},
     {"delayed_ack": math.nan}, {"keepalive_idle": math.nan},
+    {"delayed_ack": 0.5}, {"msl": math.inf}, {"max_rto": math.inf}, {"initial_rto": math.inf},
+    {"autocork": 0.02}, {"autocork": -1.0},
 ])
 def test_out_of_range_values_are_value_errors(changes: dict) -> None:
     with pytest.raises(ValueError, match="Config: "):
@@ -88,3 +90,9 @@ def test_default_config_is_a_frozen_default() -> None:
     assert DEFAULT_CONFIG == Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         DEFAULT_CONFIG.max_datagram = 1  # type: ignore[misc]
+
+
+def test_no_limit_timeouts_may_be_infinite() -> None:
+    """connect/user/close timeouts of inf mean "no limit", a caller's choice."""
+    cfg = Config(connect_timeout=math.inf, user_timeout=math.inf, close_timeout=math.inf)
+    assert cfg.user_timeout == math.inf
