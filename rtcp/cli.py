@@ -47,6 +47,7 @@ import trio
 from . import __version__
 from .config import HEADER_SIZE, MAX_UDP_PAYLOAD, Config
 from .relay import add_relay_arguments, run_relay_from_args
+from .segment import BACKEND
 from .stream import RtcpListener, RtcpStream, open_rtcp_listeners, open_rtcp_stream
 from .trace import LadderTracer, LoggingTracer, MultiTracer, PcapTracer, Tracer, format_address
 
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="rtcp: a reliable, TCP-like transport over UDP. Start with 'rtcp demo'.",
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error, 130 Ctrl-C (143 "
                "SIGTERM) during a client or transfer (servers exit 0 on either).")
-    parser.add_argument("--version", action="version", version=f"rtcp {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"rtcp {__version__} (codec: {BACKEND})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="echo server and client on loopback, with a ladder trace",

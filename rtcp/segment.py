@@ -10,7 +10,8 @@ them once per datagram):
 * ``"python"``: :mod:`rtcp._codec_py`, always available.
 
 ``RTCP_PURE_PYTHON=1`` in the environment at import time forces the Python
-backend.  :data:`BACKEND` says which one is in use.
+backend (``0``, ``false``, ``no``, ``off`` or empty do not).  :data:`BACKEND`
+says which one is in use; so does ``rtcp --version``.
 """
 
 from __future__ import annotations
@@ -152,9 +153,13 @@ def _new_segment(
 new_segment = _new_segment
 
 
+#: RTCP_PURE_PYTHON values that leave the choice alone (anything else forces Python).
+_OFF = ("", "0", "false", "no", "off")
+
+
 def _select_backend() -> tuple[str, Any]:
     """The C backend unless forced off or not built."""
-    if os.environ.get("RTCP_PURE_PYTHON", "") not in ("", "0"):
+    if os.environ.get("RTCP_PURE_PYTHON", "").strip().lower() not in _OFF:
         from . import _codec_py
 
         return "python", _codec_py

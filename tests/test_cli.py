@@ -552,6 +552,12 @@ def test_max_datagram_option_covers_ipv6_too(given: str | None, v4: int, v6: int
         session.close()
 
 
+def test_version_names_the_codec_in_use() -> None:
+    result = run_rtcp("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"rtcp {rtcp.__version__} (codec: {rtcp.segment.BACKEND})"
+
+
 def test_unknown_option_points_to_the_subcommand_help() -> None:
     assert_one_line_error(run_rtcp("relay", "--listen", "9", "--to", "127.0.0.1:9", "-v"), 2,
                           "unrecognized arguments: -v", "'rtcp relay --help'")

@@ -174,7 +174,7 @@ def test_c_backend_built() -> None:
         c_importable = True
     except ImportError:
         c_importable = False
-    forced_python = os.environ.get("RTCP_PURE_PYTHON", "") not in ("", "0")
+    forced_python = os.environ.get("RTCP_PURE_PYTHON", "").strip().lower() not in segment._OFF
     if os.environ.get("RTCP_REQUIRE_C") == "1":
         assert c_importable, "RTCP_REQUIRE_C=1 but rtcp._codec_c does not import"
         assert _codec_cbackend is not None
@@ -189,9 +189,11 @@ def test_c_backend_built() -> None:
     assert (segment.encode is _codec_py.encode) == (segment.BACKEND == "python")
 
 
-@pytest.mark.parametrize("value, expected", [("1", "python"), ("", None)])
+@pytest.mark.parametrize("value, expected", [("1", "python"), ("yes", "python"), ("", None),
+                                             ("0", None), ("false", None), ("No", None)])
 def test_pure_python_env_var(value: str, expected: str | None) -> None:
-    """RTCP_PURE_PYTHON=1 at import time forces the Python codec; unset, C if built."""
+    """RTCP_PURE_PYTHON=1 at import time forces the Python codec; unset, 0, false,
+    no or off leave it to the build (C if built)."""
     env = dict(os.environ, RTCP_PURE_PYTHON=value)
     out = subprocess.run(
         [sys.executable, "-c", "import rtcp.segment as s; print(s.BACKEND)"],
