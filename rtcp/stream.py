@@ -424,14 +424,16 @@ HAPPY_EYEBALLS_DELAY = 0.25
 
 
 async def open_rtcp_stream(host: str | bytes, port: int, *,
-                           local_address: tuple | None = None,
+                           local_address: tuple | str | None = None,
                            config: Config | None = None,
                            tracer: object | None = None,
                            happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY) -> RtcpStream:
     """Connect to an rtcp listener, like ``trio.open_tcp_stream``.
 
-    ``local_address=(host, port)`` binds the local end; two ends that connect
-    to each other's bound address at once complete a simultaneous open.
+    ``local_address=(host, port)`` binds the local end (a bare host string, as
+    trio's ``open_tcp_stream`` takes, binds that address with any port); two
+    ends that connect to each other's bound address at once complete a
+    simultaneous open.
     A name with several addresses is tried as trio does for TCP (RFC 8305):
     families interleaved, the next attempt started when one fails or after
     ``happy_eyeballs_delay`` seconds, the first to connect wins.  So an
@@ -444,6 +446,12 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
     port = _check_port(port, 1)
     if not happy_eyeballs_delay >= 0:  # also rejects NaN
         raise ValueError(f"happy_eyeballs_delay must be >= 0, not {happy_eyeballs_delay!r}")
+    if isinstance(local_address, str):
+        local_address = (local_address, 0)
+    elif local_address is not None and not (isinstance(local_address, tuple)
+                                            and len(local_address) >= 2):
+        raise TypeError("local_address must be a host string or a (host, port) tuple, "
+                        f"not {local_address!r}")
     targets = await _resolve(host, port)
     if local_address is not None:
         lfam = socket.AF_INET6 if ":" in str(local_address[0]) else socket.AF_INET

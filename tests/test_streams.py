@@ -834,3 +834,19 @@ def test_icmp_reports_other_than_refused_are_not_fatal() -> None:
     finally:
         t.sock = real
         t.close()
+
+
+async def test_local_address_may_be_a_host_string_as_in_trio() -> None:
+    """trio's open_tcp_stream takes local_address="127.0.0.1"; so does rtcp (any
+    port), and a wrong type is a TypeError that says what is expected."""
+    [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+    port = listener.local_address[1]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            n.start_soon(listener.accept)
+            stream = await rtcp.open_rtcp_stream(LOOP, port, local_address=LOOP)
+        assert stream.local_address[0] == LOOP and stream.local_address[1] != 0
+        await stream.aclose()
+        with pytest.raises(TypeError, match="host string or a \\(host, port\\) tuple"):
+            await rtcp.open_rtcp_stream(LOOP, port, local_address=5000)  # type: ignore[arg-type]
+    await listener.aclose()
