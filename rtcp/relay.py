@@ -617,6 +617,10 @@ class Relay:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 try:
                     sock.bind(("0.0.0.0", lport))
+                except OSError as exc:
+                    sock.close()
+                    raise OSError(exc.errno, f"cannot listen on *:{lport}: "
+                                             f"{exc.strerror or exc}") from None
                 except BaseException:
                     sock.close()
                     raise
@@ -630,6 +634,11 @@ class Relay:
             sock = socket.socket(lfamily, socket.SOCK_DGRAM)
             try:
                 sock.bind(laddr)
+            except OSError as exc:
+                sock.close()
+                where = f"[{lhost}]:{lport}" if ":" in str(lhost) else f"{lhost}:{lport}"
+                raise OSError(exc.errno, f"cannot listen on {where}: "
+                                         f"{exc.strerror or exc}") from None
             except BaseException:
                 sock.close()
                 raise

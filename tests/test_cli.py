@@ -130,6 +130,9 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_listen_address_in_use(echo_server: Background) -> None:
     result = run_rtcp("echo-server", "--host", LOOP, "--port", str(echo_server.port))
     assert_one_line_error(result, 1, "cannot listen on", "in use")
+    # the relay names the address too
+    result = run_rtcp("relay", "--listen", f"{LOOP}:{echo_server.port}", "--to", f"{LOOP}:9")
+    assert_one_line_error(result, 1, f"cannot listen on {LOOP}:{echo_server.port}", "in use")
 
 
 def test_recv_output_dir_missing(tmp_path: Path) -> None:
