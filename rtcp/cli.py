@@ -631,6 +631,9 @@ async def _send(s: Session) -> None:
                 await stream.send_all(digest.digest())
                 await stream.send_eof()
                 reply = await _receive_exactly(stream, DIGEST_SIZE)
+                if reply.startswith(FILE_MAGIC):
+                    raise CliError(f"{peer} sent the transfer back: it is not 'rtcp recv' "
+                                   f"(an echo server?)")
                 if len(reply) < DIGEST_SIZE:
                     raise CliError(f"{peer} closed the connection without confirming "
                                    f"the file (short or rejected transfer)")

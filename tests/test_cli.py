@@ -135,6 +135,15 @@ def test_listen_address_in_use(echo_server: Background) -> None:
     assert_one_line_error(result, 1, f"cannot listen on {LOOP}:{echo_server.port}", "in use")
 
 
+def test_send_to_an_echo_server_says_it_is_not_recv(echo_server: Background,
+                                                    tmp_path: Path) -> None:
+    """The echoed header used to be reported as a SHA-256 mismatch."""
+    source = tmp_path / "small.txt"
+    source.write_bytes(b"hello\n")
+    result = run_rtcp("send", LOOP, str(echo_server.port), str(source))
+    assert_one_line_error(result, 1, "sent the transfer back", "not 'rtcp recv'")
+
+
 def test_recv_output_dir_missing(tmp_path: Path) -> None:
     result = run_rtcp("recv", "--port", "0", "--output", str(tmp_path / "no" / "f"))
     assert_one_line_error(result, 1, "cannot write")
