@@ -764,7 +764,7 @@ class _Output:
         if target.is_dir():
             raise CliError(f"cannot write {target}: it is a directory")
         created = not os.path.lexists(target)
-        if not created and target.is_file() and not target.is_symlink():
+        if not created:
             staged = _stage_beside(target)
             if staged is not None:
                 return cls(target, staged[0], False, local, staged[1])
@@ -822,6 +822,15 @@ class _Output:
                 os.replace(self.staged, self.target)
             except OSError as exc:
                 raise self._failed(exc) from None
+            # The rename must survive a crash before the sender hears "saved":
+            # the directory entry is durable once the directory is synced
+            # (best effort: some file systems cannot sync a directory).
+            with contextlib.suppress(OSError):
+                dirfd = os.open(self.target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dirfd)
+                finally:
+                    os.close(dirfd)
         self.done = True
 
     def discard(self) -> None:
@@ -836,14 +845,26 @@ class _Output:
 
 
 def _stage_beside(target: Path) -> tuple[BinaryIO, Path] | None:
-    """A new file in ``target``'s directory with its permission bits, or None
-    where none can be made (a read-only directory, say)."""
+    """A new file in ``target``'s directory to receive into, or None where
+    replacing ``target`` by it would not be what writing into it is: anything
+    but a plain regular file of ours that we may write, with one link and no
+    set-id bits (a read-only, shared, hard-linked or set-id file, a symlink, a
+    FIFO or device is written in place, as cp does, with its own checks), or
+    where no new file can be made there."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return None
+    if (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid()
+            or st.st_mode & (stat.S_ISUID | stat.S_ISGID) or not os.access(target, os.W_OK)):
+        return None
     try:
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=".rtcp-recv-", suffix=".part")
     except OSError:
         return None
     with contextlib.suppress(OSError):
-        os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.fchown(fd, -1, st.st_gid)  # the group too, where we may
     return os.fdopen(fd, "wb"), Path(name)
 
 

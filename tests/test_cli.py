@@ -427,6 +427,23 @@ def test_recv_replaces_an_existing_file_keeping_its_mode(tmp_path: Path) -> None
     assert sorted(tmp_path.iterdir()) == [target, source]
 
 
+def test_recv_writes_a_hard_linked_file_in_place(tmp_path: Path) -> None:
+    """Staging beside and renaming would leave the other link with the old
+    content: a file with several links is written in place, as cp does."""
+    payload = os.urandom(50_000)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    target = tmp_path / "linked.bin"
+    target.write_bytes(b"old")
+    os.link(target, tmp_path / "other-name.bin")
+    with Background("recv", "--host", LOOP, "--port", "0", "--output", str(target)) as recv:
+        sent = run_rtcp("send", LOOP, str(recv.port), str(source))
+        recv.wait(timeout=30)
+    assert sent.returncode == 0 and recv.returncode == 0, (sent.stderr, recv.stderr)
+    assert (tmp_path / "other-name.bin").read_bytes() == payload == target.read_bytes()
+    assert target.stat().st_nlink == 2
+
+
 async def test_sigterm_mid_transfer_removes_the_partial_file(tmp_path: Path) -> None:
     """kill (SIGTERM) stops recv as Ctrl-C does: the file it created goes, exit 143."""
     target = tmp_path / "out.bin"
