@@ -580,12 +580,13 @@ def _rate(nbytes: int, seconds: float) -> str:
     return f"{nbytes:,} bytes in {seconds:.2f} s ({nbytes / max(seconds, 1e-9) / 1e6:.2f} MB/s)"
 
 
-def _compare(ours: bytes, theirs: bytes, peer: str, our_role: str, their_role: str) -> None:
+def _compare(ours: bytes, theirs: bytes, peer: str, our_role: str, their_role: str,
+             outcome: str = "") -> None:
     _out(f"sha256 {ours.hex()}  ({our_role})")
     _out(f"sha256 {theirs.hex()}  ({their_role} by {peer})")
     if ours != theirs:
         raise CliError(f"SHA-256 mismatch: {our_role} {ours.hex()[:16]}..., "
-                       f"{their_role} {theirs.hex()[:16]}...")
+                       f"{their_role} {theirs.hex()[:16]}..." + (f"; {outcome}" if outcome else ""))
     _out("OK: SHA-256 matches")
 
 
@@ -722,7 +723,7 @@ async def _recv(s: Session) -> None:
             await stream.send_eof()
             await _drain(stream)
             _out(f"received {name}: {_rate(got, time.monotonic() - start)}")
-            _compare(ours, theirs, peer, "received", "sent")
+            _compare(ours, theirs, peer, "received", "sent", out.lost)
         finally:
             out.discard()
 

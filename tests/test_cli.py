@@ -541,8 +541,16 @@ async def test_recv_digest_mismatch_fails(tmp_path: Path) -> None:
         reply = await _fake_sender(recv.port, _header(len(body)) + body + bytes(DIGEST_SIZE))
         await trio.to_thread.run_sync(recv.wait)
     assert reply == hashlib.sha256(body).digest()  # it still tells the sender what it got
-    assert_one_line_error(recv.result(), 1, "SHA-256 mismatch")
+    assert_one_line_error(recv.result(), 1, "SHA-256 mismatch", "nothing saved")
     assert list(tmp_path.iterdir()) == []
+    # into an existing file: it says the file is unchanged, and it is
+    (tmp_path / "o").write_bytes(b"keep me")
+    with Background("recv", "--host", LOOP, "--port", "0", "-o", str(tmp_path / "o")) as recv:
+        await _fake_sender(recv.port, _header(len(body)) + body + bytes(DIGEST_SIZE))
+        await trio.to_thread.run_sync(recv.wait)
+    assert_one_line_error(recv.result(), 1, "SHA-256 mismatch", "is unchanged")
+    assert (tmp_path / "o").read_bytes() == b"keep me"
+    assert list(tmp_path.iterdir()) == [tmp_path / "o"]
 
 
 async def test_send_detects_wrong_reply(tmp_path: Path) -> None:
