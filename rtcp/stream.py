@@ -8,6 +8,7 @@ These mirror ``trio.open_tcp_stream``, ``trio.open_tcp_listeners`` and
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import operator
 import socket
@@ -22,6 +23,8 @@ from .core.connection import RECEIVING, State
 from .core.stats import ConnectionStats
 from .endpoint import Endpoint, EndpointStats, Slot
 from .transport import UdpTransport, route_source
+
+log = logging.getLogger("rtcp")
 
 DEFAULT_RECEIVE_SIZE = 65536
 
@@ -261,11 +264,19 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         self._endpoint.kick(slot)
         parked = False
         try:
-            with trio.move_on_after(conn.config.close_timeout):
+            with trio.move_on_after(conn.config.close_timeout) as waited:
                 while conn.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK,
                                      State.SYN_RECEIVED) and conn.error is None:
                     await slot.lot.park()
                     parked = True
+            if waited.cancelled_caught:
+                # aclose() returns (SPEC: a bounded wait), but say that the
+                # peer never confirmed: what it had not acknowledged may be lost.
+                log.warning("rtcp %s -> %s: aclose() gave up after %g s without the peer's "
+                            "ACK of our FIN (state %s); data it has not acknowledged may be "
+                            "lost; retransmission goes on until the user timeout",
+                            self.local_address, self.remote_address,
+                            conn.config.close_timeout, conn.state.value)
             if not parked:
                 await trio.lowlevel.checkpoint()
         except BaseException:

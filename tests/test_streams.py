@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import random
 import socket
 from functools import partial
@@ -743,14 +744,16 @@ async def test_abort_after_a_finished_aclose_changes_nothing() -> None:
         assert b.state in ("LAST_ACK", "CLOSED")
 
 
-async def test_abort_still_stops_an_aclose_that_timed_out(autojump_clock) -> None:
+async def test_abort_still_stops_an_aclose_that_timed_out(autojump_clock, caplog) -> None:
     blackhole = False
     net = MemoryNetwork(filter=lambda data, src, dst: not blackhole)
     client, server = await memory_pair(net, Config(close_timeout=2.0))
     blackhole = True  # the peer's ACK of our FIN never comes
-    with trio.fail_after(10):
+    with trio.fail_after(10), caplog.at_level(logging.WARNING, logger="rtcp"):
         await client.aclose()  # returns after close_timeout, FIN still unacknowledged
     assert client.state == "FIN_WAIT_1"
+    [warning] = [r for r in caplog.records if "aclose() gave up" in r.getMessage()]
+    assert "may be lost" in warning.getMessage()  # not silent: the tail may not have arrived
     client.abort()  # ... so abort() ends its retransmissions with a RST
     assert client.state == "CLOSED" and client.stats.resets_sent == 1
     server.abort()
