@@ -577,7 +577,9 @@ def _progress(args: argparse.Namespace, description: str,
 
 
 def _rate(nbytes: int, seconds: float) -> str:
-    return f"{nbytes:,} bytes in {seconds:.2f} s ({nbytes / max(seconds, 1e-9) / 1e6:.2f} MB/s)"
+    rate = nbytes / max(seconds, 1e-9)
+    unit, scale = ("MB/s", 1e6) if rate >= 1e6 else ("kB/s", 1e3) if rate >= 1e3 else ("B/s", 1)
+    return f"{nbytes:,} bytes in {seconds:.2f} s ({rate / scale:.2f} {unit})"
 
 
 def _compare(ours: bytes, theirs: bytes, peer: str, our_role: str, their_role: str,

@@ -24,7 +24,15 @@ import trio
 from scapy.all import IP, TCP, rdpcap  # type: ignore[attr-defined]
 
 import rtcp
-from rtcp.cli import DIGEST_SIZE, FILE_HEADER, FILE_MAGIC, FILE_VERSION, _session, build_parser
+from rtcp.cli import (
+    DIGEST_SIZE,
+    FILE_HEADER,
+    FILE_MAGIC,
+    FILE_VERSION,
+    _rate,
+    _session,
+    build_parser,
+)
 from tests.netns import Background, lines, rtcp_command, rtcp_env, run_rtcp
 
 LOOP = "127.0.0.1"
@@ -587,6 +595,13 @@ def test_max_datagram_option_covers_ipv6_too(given: str | None, v4: int, v6: int
         assert (session.config.max_datagram, session.config.max_datagram_ipv6) == (v4, v6)
     finally:
         session.close()
+
+
+@pytest.mark.parametrize(("nbytes", "seconds", "shown"), [
+    (6, 0.003, "(2.00 kB/s)"), (500, 1.0, "(500.00 B/s)"), (20_000_000, 0.2, "(100.00 MB/s)")])
+def test_rates_use_a_unit_that_shows_them(nbytes: int, seconds: float, shown: str) -> None:
+    """A tiny transfer printed '0.00 MB/s'."""
+    assert _rate(nbytes, seconds).endswith(shown)
 
 
 def test_version_names_the_codec_in_use() -> None:
