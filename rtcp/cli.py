@@ -129,6 +129,12 @@ class _Parser(argparse.ArgumentParser):
         # argparse reports a subcommand's unknown options from the top-level
         # parser; point to the help that lists the subcommand's options.
         ns, extra = self.parse_known_args(args, namespace)
+        messages = getattr(ns, "messages", None)
+        if extra and isinstance(messages, list) and not any(a.startswith("-") for a in extra):
+            # Messages after an option ('echo-client H P --timeout 1 hi'): argparse
+            # has already closed the MESSAGE list and leaves them over.
+            messages.extend(extra)
+            extra = []
         if extra:
             command = getattr(ns, "command", None)
             prog = f"{self.prog} {command}" if command else self.prog

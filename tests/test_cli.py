@@ -167,6 +167,15 @@ def test_echo_messages(echo_server: Background) -> None:
     assert result.stderr == ""
 
 
+def test_echo_messages_may_follow_options(echo_server: Background) -> None:
+    result = run_rtcp("echo-client", LOOP, str(echo_server.port), "hello", "--timeout", "5",
+                      "world")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hello\nworld\n", "")
+    result = run_rtcp("echo-client", LOOP, str(echo_server.port), "--timeout", "5", "--bogus",
+                      "x")
+    assert_one_line_error(result, 2, "unrecognized arguments: --bogus")
+
+
 def test_echo_stdin(echo_server: Background) -> None:
     result = run_rtcp("echo-client", LOOP, str(echo_server.port), input="one\ntwo two\nlast")
     assert result.returncode == 0, result.stderr
