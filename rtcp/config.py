@@ -176,11 +176,10 @@ class Config:
         # Clocks that must run out: an infinite MSL keeps TIME_WAIT forever, an
         # infinite RTO never retransmits.  (The three timeouts may be infinite:
         # "no limit" is a caller's choice, as with trio's own.)
-        for name in ("initial_rto", "min_rto", "max_rto", "msl", "keepalive_interval",
-                     "delayed_ack", "autocork"):
+        # (delayed_ack and autocork are bounded below, which rules out inf and NaN.)
+        for name in ("initial_rto", "min_rto", "max_rto", "msl", "keepalive_interval"):
             need(math.isfinite(getattr(self, name)), f"{name} must be finite")
-        need(self.delayed_ack >= 0, "delayed_ack must be >= 0")
-        need(self.delayed_ack < 0.5, "delayed_ack must be below 0.5 s (RFC 9293 3.8.6.3)")
+        need(0 <= self.delayed_ack < 0.5, "delayed_ack must be >= 0 and below 0.5 s (RFC 9293 3.8.6.3)")
         need(0 <= self.autocork <= 0.01, "autocork must be in 0..0.01 seconds")
         need(self.min_rto <= self.max_rto, "min_rto must be <= max_rto")
         need(self.keepalive_idle is None or self.keepalive_idle > 0,
