@@ -737,13 +737,13 @@ async def _recv(s: Session) -> None:
 
 
 class _Output:
-    """Where recv writes.  A new name, a symlink, a FIFO or a device is opened
-    and written straight, as cp does, so they behave as users expect; a regular
-    file this transfer created is removed again unless the transfer completes
-    with matching digests.  An existing regular file is not touched until then:
-    the data goes to a new file beside it (same permission bits) that replaces
-    it only once complete and verified, so a failed transfer keeps the old
-    content (where that file cannot be made, it is written in place)."""
+    """Where recv writes.  A new name is created and written, and removed again
+    unless the transfer completes with matching digests.  An existing plain
+    file of ours (see ``_stage_beside``) is not touched until then: the data
+    goes to a new file beside it that replaces it only once complete and
+    verified, so a failed transfer keeps the old content.  Anything else (a
+    symlink, FIFO, device, a shared or hard-linked file) is opened and written
+    in place, as cp does, so it behaves as users expect."""
 
     def __init__(self, target: Path, file: BinaryIO, created: bool, local: _LocalWait,
                  staged: Path | None = None) -> None:
