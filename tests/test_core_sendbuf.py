@@ -18,7 +18,7 @@ def payload(rng: random.Random, n: int) -> bytes:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["small", "large", "view", "slice", "release"]),
+        st.sampled_from(["small", "large", "view", "bview", "slice", "release"]),
         st.integers(0, 3 * CHUNK_MIN),
         st.integers(0, 3 * CHUNK_MIN),
     ),
@@ -41,6 +41,10 @@ def test_matches_a_bytes_model(ops: list[tuple[str, int, int]], seed: int) -> No
             data = payload(rng, CHUNK_MIN + a)
             buf.append(data if op == "large" else memoryview(bytearray(data)))
             model += data
+        elif op == "bview":  # part of a larger bytes object, as send_all slices it
+            data = payload(rng, CHUNK_MIN + a + b)
+            buf.append(memoryview(data)[b:])
+            model += data[b:]
         elif op == "slice" and len(buf):
             lo = buf.start + a % len(buf)
             hi = min(buf.end, lo + 1 + b)
@@ -63,6 +67,20 @@ def test_large_writes_are_viewed_not_copied() -> None:
     view = buf.slice(100 + 1000, 100 + 1000 + 8000)
     assert isinstance(view, memoryview) and view.obj is data
     assert buf.slice(100, 100 + len(data)) is data
+
+
+def test_views_of_bytes_are_kept_and_mutable_ones_copied() -> None:
+    data = bytes(range(256)) * 256
+    buf = SendBuffer(0)
+    buf.append(memoryview(data)[100:])  # cannot change: no copy
+    view = buf.slice(1000, 9000)
+    assert isinstance(view, memoryview) and view.obj is data
+    mutable = bytearray(data)
+    buf.append(memoryview(mutable))
+    mutable[:10] = bytes(10)  # the caller reuses its buffer after send_all
+    start = len(data) - 100
+    assert bytes(buf.slice(start, start + 20)) == data[:20]
+    assert bytes(buf.slice(start - 10, start + 10)) == data[-10:] + data[:10]
 
 
 def test_released_chunks_are_freed_at_once() -> None:
