@@ -3,8 +3,9 @@
 Addressed by unwrapped sequence number.  Large writes are kept as immutable
 chunks (``bytes``, or a byte view of ``bytes``, which cannot change either;
 copying such views made 64 KiB-datagram bulk about a fifth slower), so a
-segment's payload can be a view into one (no copy), acknowledged data is dropped chunk by chunk (no memmove), and growing the
-buffer never reallocates what is already queued.  A bytearray buffer did all
+segment's payload can be a view into one (no copy), acknowledged data is
+dropped chunk by chunk (no memmove), and growing the buffer never
+reallocates what is already queued.  A bytearray buffer did all
 three: with 64 KiB datagrams those copies were a fifth of the sender's CPU.
 Small writes go to a mutable tail, frozen into a chunk once it is large, so a
 stream of tiny writes neither makes tiny chunks nor copies a big one each time.
