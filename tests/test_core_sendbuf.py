@@ -72,9 +72,12 @@ def test_large_writes_are_viewed_not_copied() -> None:
 def test_views_of_bytes_are_kept_and_mutable_ones_copied() -> None:
     data = bytes(range(256)) * 256
     buf = SendBuffer(0)
-    buf.append(memoryview(data)[100:])  # cannot change: no copy
+    caller_view = memoryview(data)[100:]
+    buf.append(caller_view)  # cannot change: no copy
+    caller_view.release()  # the caller may: the buffer keeps a view of its own
     view = buf.slice(1000, 9000)
     assert isinstance(view, memoryview) and view.obj is data
+    assert bytes(view) == data[1100:9100]
     mutable = bytearray(data)
     buf.append(memoryview(mutable))
     mutable[:10] = bytes(10)  # the caller reuses its buffer after send_all

@@ -48,9 +48,11 @@ class SendBuffer:
         if n >= CHUNK_MIN:
             if self._tail:
                 self._freeze_tail()
-            if data.__class__ is not bytes and not (
-                    data.__class__ is memoryview and data.obj.__class__ is bytes  # type: ignore[union-attr]
-                    and data.format == "B" and data.c_contiguous):  # type: ignore[union-attr]
+            if data.__class__ is memoryview and data.obj.__class__ is bytes \
+                    and data.format == "B" and data.ndim == 1 \
+                    and data.c_contiguous:  # type: ignore[union-attr]
+                data = data[:]  # our own view: the caller may release theirs
+            elif data.__class__ is not bytes:
                 data = bytes(data)
             self._chunks.append(data)  # type: ignore[arg-type]
             self._seqs.append(self.end)
