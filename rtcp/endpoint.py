@@ -250,28 +250,17 @@ class Endpoint:
         """Run the bookkeeping after the user changed a connection."""
         self._after(slot, trio.current_time())
 
-    @trio.lowlevel.enable_ki_protection
     def poll(self) -> bool:
         """Handle datagrams already queued on the socket, in the caller's task.
 
-        A stream about to park calls this first (once per call, so a flood
-        cannot keep it from parking).  In a stream of datagrams the next one
-        has often arrived by then; handling it here saves the endpoint task's
-        wake-up and the stream's own.  True if anything changed.  Like the
-        endpoint task, it is shielded from KeyboardInterrupt (a half-done
-        timer pop would stall a connection) and never raises: a failure
-        reaches every stream of the endpoint as EndpointFailed.
+        A stream about to park calls this first.  In a stream of datagrams the
+        next one has often arrived by then; handling it here saves the endpoint
+        task's wake-up and the stream's own.  True if anything was read.
         """
         if self._closed or self._outbox:
             return False
         before = self.stats.datagrams_received
-        try:
-            self._process(trio.current_time())
-        except Exception as exc:
-            self._fail(exc)
-            self._closed = True
-            self._wake()
-            return True  # the streams' state changed: they must look again
+        self._process(trio.current_time())
         return self.stats.datagrams_received != before
 
     def release(self, slot: Slot) -> None:
@@ -616,13 +605,6 @@ class Endpoint:
             slot.conn.handle_timer(now)
             self._dirty.append(slot)
 
-    def _fail(self, exc: Exception) -> None:
-        """A bug or a dead socket: every connection learns it (EndpointFailed)."""
-        log.exception("rtcp endpoint %s failed", self.local_address, exc_info=exc)
-        for slot in list(self._slots.values()):
-            slot.conn._fail(ev.EndpointFailed(exc))
-            slot.lot.unpark_all()
-
     def _next_deadline(self) -> float:
         heap = self._heap
         while heap:
@@ -655,7 +637,10 @@ class Endpoint:
                 self._wait_scope = None
                 self._process(trio.current_time())
         except Exception as exc:  # never raise from a system task
-            self._fail(exc)
+            log.exception("rtcp endpoint %s failed", self.local_address)
+            for slot in list(self._slots.values()):
+                slot.conn._fail(ev.EndpointFailed(exc))
+                slot.lot.unpark_all()
         finally:
             self._closed = True
             self._wait_scope = None

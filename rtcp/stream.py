@@ -136,7 +136,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
             total = len(view)
             pos = 0
-            parked = polled = False
+            parked = False
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 while True:
@@ -150,14 +150,10 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                         self._endpoint.kick(self._slot)
                     if pos >= total:
                         break
-                    # One poll between parks: a flood must not keep us from parking.
-                    if not polled:
-                        polled = True
-                        if self._endpoint.poll():
-                            continue
+                    if self._endpoint.poll():
+                        continue
                     await self._wait_change()
                     parked = True
-                    polled = False
             finally:
                 if isinstance(view, memoryview):
                     view.release()
@@ -206,7 +202,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             self._check_open()
             await trio.lowlevel.checkpoint_if_cancelled()
             conn = self._conn
-            parked = polled = False
+            parked = False
             while True:
                 self._check_open()
                 if conn.readable:
@@ -224,13 +220,10 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                                                   and conn.state is not State.SYN_SENT):
                     # Closed without an error and without the peer's FIN.
                     raise _broken(conn.error)
-                if not polled:  # once between parks, as in send_all
-                    polled = True
-                    if self._endpoint.poll():
-                        continue
+                if self._endpoint.poll():
+                    continue
                 await self._wait_change()
                 parked = True
-                polled = False
             if not parked:  # parking was this call's schedule point already
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
