@@ -250,19 +250,6 @@ class Endpoint:
         """Run the bookkeeping after the user changed a connection."""
         self._after(slot, trio.current_time())
 
-    def poll(self) -> bool:
-        """Handle datagrams already queued on the socket, in the caller's task.
-
-        A stream about to park calls this first.  In a stream of datagrams the
-        next one has often arrived by then; handling it here saves the endpoint
-        task's wake-up and the stream's own.  True if anything was read.
-        """
-        if self._closed or self._outbox:
-            return False
-        before = self.stats.datagrams_received
-        self._process(trio.current_time())
-        return self.stats.datagrams_received != before
-
     def release(self, slot: Slot) -> None:
         """The stream object is done with ``slot``; the endpoint finishes it."""
         slot.stream_open = False

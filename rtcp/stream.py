@@ -150,8 +150,6 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                         self._endpoint.kick(self._slot)
                     if pos >= total:
                         break
-                    if self._endpoint.poll():
-                        continue
                     await self._wait_change()
                     parked = True
             finally:
@@ -220,8 +218,6 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                                                   and conn.state is not State.SYN_SENT):
                     # Closed without an error and without the peer's FIN.
                     raise _broken(conn.error)
-                if self._endpoint.poll():
-                    continue
                 await self._wait_change()
                 parked = True
             if not parked:  # parking was this call's schedule point already

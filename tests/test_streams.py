@@ -112,25 +112,6 @@ async def test_check_half_closeable_stream_mock_clock(autojump_clock) -> None:
         await trio.testing.check_half_closeable_stream(maker, clogged_maker(maker))
 
 
-async def test_a_parking_stream_handles_queued_datagrams_itself() -> None:
-    # Endpoint.poll, which streams call before parking, reads what already
-    # waits on the socket in the caller's task: no endpoint wake-up needed.
-    net = MemoryNetwork(seed=1)
-    with trio.fail_after(10):
-        c, s = await memory_pair(net, Config())
-        ep = s._endpoint
-        assert not ep.poll()  # nothing queued
-        c._conn.send(b"hello", trio.current_time())
-        c._endpoint.kick(c._slot)  # delivered to the server's socket, not yet read
-        before = ep.stats.datagrams_received
-        assert ep.poll()
-        assert ep.stats.datagrams_received == before + 1
-        assert s._conn.readable == 5
-        assert await s.receive_some() == b"hello"
-        await c.aclose()
-        await s.aclose()
-
-
 async def test_lossy_memory_network_mock_clock(autojump_clock) -> None:
     net = MemoryNetwork(seed=7, loss=0.1, delay=0.02)
     cfg = Config(min_rto=0.1)
