@@ -2,7 +2,7 @@
 
 Addressed by unwrapped sequence number.  Large writes are kept as immutable
 chunks (``bytes``, or a byte view of ``bytes``, which cannot change either;
-copying such views made 64 KiB-datagram bulk about a fifth slower), so a
+copying such views cost 13% of the instructions per 64 KiB segment), so a
 segment's payload can be a view into one (no copy), acknowledged data is
 dropped chunk by chunk (no memmove), and growing the buffer never
 reallocates what is already queued.  A bytearray buffer did all
