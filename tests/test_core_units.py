@@ -4,6 +4,7 @@ receive window and window scaling, MSS, Nagle, PAWS)."""
 
 from __future__ import annotations
 
+import array
 import random
 
 import pytest
@@ -1062,3 +1063,30 @@ def test_syn_cookie_round_trip_expiry_and_time_filter() -> None:
     assert not may_be_cookie(isn, 100.0 + 2 * PERIOD)
     passing = sum(may_be_cookie(v << 27, 100.0) for v in range(32))
     assert passing == 2  # the filter lets 2 of the 32 time values through
+
+
+def test_send_counts_the_bytes_of_any_view_not_its_items() -> None:
+    # len() of a 2-D or "i" memoryview counts rows or ints: sending such a view
+    # must still queue (and deliver) exactly its bytes, in order.
+    a, b, _ = connect()
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    views = [memoryview(data).cast("B", (40, 256)),  # 2-D, C-contiguous
+             memoryview(bytearray(data[:4000])).cast("i"),
+             memoryview(data).cast("B", (80, 128))[::2],  # not contiguous
+             array.array("i", data[:400])]
+    expected = data + data[:4000] + b"".join(data[i * 128:(i + 1) * 128] for i in range(0, 80, 2)) \
+        + data[:400]
+    for v in views:
+        assert a.send(v, 1.0) == memoryview(v).nbytes
+    got = bytearray()
+    now = 1.0
+    for _ in range(200):
+        deliver(a, b, now)
+        deliver(b, a, now)
+        got += b.receive(1 << 20, now)
+        now += 0.05
+        a.handle_timer(now)
+        b.handle_timer(now)
+        if len(got) >= len(expected):
+            break
+    assert bytes(got) == expected

@@ -287,9 +287,17 @@ class Connection:
             S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT)
 
     def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
-        """Queue up to :attr:`send_space` bytes of ``data``; return how many."""
+        """Queue up to :attr:`send_space` bytes of ``data``; return how many.
+
+        ``data`` may be any buffer; a view of other items than bytes (say a
+        2-D or ``"i"`` view) counts its bytes, not its items."""
         if not self.can_send:
             raise ConnectionStateError(f"send() in state {self.state}")
+        if data.__class__ is not bytes and data.__class__ is not bytearray:
+            view = data if data.__class__ is memoryview else memoryview(data)
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+            data = view
         n = min(len(data), self.send_space)
         if n:
             self._sndbuf.append(data[:n] if n < len(data) else data)
