@@ -118,8 +118,10 @@ class Config:
     keepalive_interval: float = 75.0
     #: Unanswered probes after which the connection is declared dead.
     keepalive_count: int = 9
-    #: Accepted connections waiting for ``accept()`` before new SYNs are refused.
-    backlog: int = 128
+    #: Established connections waiting for ``accept()``; past it new SYNs are
+    #: dropped (the client retries).  Linux's default somaxconn: a burst of
+    #: clients lands within one receive batch, before the accept loop can run.
+    backlog: int = 4096
     #: Half-open (SYN_RECEIVED) connections per listener before the listener
     #: switches to stateless SYN cookies.
     syn_backlog: int = 256

@@ -328,6 +328,38 @@ async def test_cookie_connections_survive_a_full_accept_queue() -> None:
     await listener.aclose()
 
 
+async def test_a_burst_of_clients_all_get_in_with_the_default_config() -> None:
+    """600 clients connect at once: one receive batch then establishes hundreds
+    of connections before the accept loop runs.  With a 128-deep accept queue
+    this reset over a hundred of them (found by a newcomer's test); the
+    default backlog is now Linux's default somaxconn (4096)."""
+    async def echo(s: rtcp.RtcpStream) -> None:
+        while data := await s.receive_some():
+            await s.send_all(data)
+
+    done: list[bool] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as n:
+            [listener] = await n.start(partial(rtcp.serve_rtcp, echo, 0, host=LOOP))
+
+            async def client(i: int) -> None:
+                async with await rtcp.open_rtcp_stream(LOOP, listener.local_address[1]) as s:
+                    message = b"%d," % i * 50
+                    await s.send_all(message)
+                    await s.send_eof()
+                    got = b""
+                    while data := await s.receive_some():
+                        got += data
+                    done.append(got == message)
+
+            async with trio.open_nursery() as clients:
+                for i in range(600):
+                    clients.start_soon(client, i)
+            n.cancel_scope.cancel()
+    assert done == [True] * 600
+    assert listener.stats.resets_sent == 0
+
+
 async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
     """The sending process dies (no FIN, no RST): the reader's ACKs draw "port
     unreachable" reports, probes confirm them, and receive_some fails instead
