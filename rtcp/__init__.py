@@ -22,6 +22,18 @@ from .stream import (
 
 __version__ = "0.1.0"
 
+#: Submodules loaded on first use (``rtcp.trace.LadderTracer``, ``rtcp.relay.open_relay``)
+#: rather than by every ``import rtcp``.
+_LAZY = frozenset({"trace", "relay", "transport", "core", "cli"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "Config",
     "ConnectionStats",

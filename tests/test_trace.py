@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -638,3 +640,12 @@ async def test_listener_trace_says_listen_before_the_first_syn() -> None:
     assert rec.events[:2] == [("state", "CLOSED", "LISTEN"), ("seg", "in", int(Flags.SYN))]
     assert ("state", "LISTEN", "SYN_RECEIVED") in rec.events
     assert sum(e == ("state", "CLOSED", "LISTEN") for e in rec.events) == 1
+
+
+def test_submodules_named_in_the_readme_work_after_a_plain_import() -> None:
+    # README: "a rtcp.trace tracer", "rtcp.relay.open_relay" (a fresh
+    # interpreter: in this one the tests have imported them already).
+    code = ("import rtcp; rtcp.trace.LadderTracer; rtcp.relay.open_relay; rtcp.relay.Impairment\n"
+            "try:\n    rtcp.no_such_name\nexcept AttributeError:\n    print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
