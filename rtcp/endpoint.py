@@ -83,7 +83,7 @@ class Slot:
     """An endpoint's record of one connection (lives until CLOSED)."""
 
     __slots__ = ("conn", "key", "addr", "lot", "timer_at", "from_listener", "queued",
-                 "stream_open", "budget", "__weakref__")
+                 "stream_open", "budget", "local_host", "__weakref__")
 
     def __init__(self, conn: Connection, key: tuple, addr: tuple, from_listener: bool) -> None:
         self.conn = conn
@@ -98,6 +98,9 @@ class Slot:
         #: Bytes we may still send to a peer whose address is not validated yet
         #: (AMPLIFICATION_FACTOR times what it sent us).
         self.budget = 0
+        #: The address of ours the peer reached, on a wildcard listener socket
+        #: (the source of our replies); None: the kernel's choice is right.
+        self.local_host: str | None = None
 
 
 class _ListenState:
@@ -135,7 +138,11 @@ class Endpoint:
         self._heap: list[tuple[float, int, Slot]] = []
         self._heap_n = 0
         self._dirty: list[Slot] = []
-        self._outbox: deque[tuple[bytes, tuple]] = deque()
+        self._outbox: deque[tuple[bytes, tuple, str | None]] = deque()
+        self._pktinfo: bool = getattr(transport, "pktinfo", False)
+        #: While a datagram from a wildcard socket is handled: the address of
+        #: ours it was sent to, for new connections and for stateless replies.
+        self._dst_host: str | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._secret = os.urandom(16)
         self._closed = False
@@ -343,6 +350,7 @@ class Endpoint:
             self._wake()
 
     def _send_segments(self, segs: list[Segment], addr: tuple, slot: Slot | None = None) -> None:
+        source = slot.local_host if slot is not None else self._dst_host
         tracer = self.tracer
         encode = codec.encode
         limited = slot is not None and slot.from_listener and \
@@ -364,20 +372,23 @@ class Endpoint:
             out.append(data)
         stats.datagrams_sent += len(out)
         if self._outbox:
-            self._outbox.extend((d, addr) for d in out)
+            self._outbox.extend((d, addr, source) for d in out)
             return
-        sent = self.transport.send_many(out, addr) if len(out) > 1 else (
-            1 if out and self.transport.send(out[0], addr) else 0)
+        if source is None:  # the common case: the kernel picks the source
+            sent = self.transport.send_many(out, addr) if len(out) > 1 else (
+                1 if out and self.transport.send(out[0], addr) else 0)
+        else:
+            sent = self.transport.send_many(out, addr, source)
         if sent < len(out):
-            self._outbox.extend((d, addr) for d in out[sent:])
+            self._outbox.extend((d, addr, source) for d in out[sent:])
             stats.send_blocked += 1
             self._wake()
 
     def _flush_outbox(self) -> None:
         send = self.transport.send
         while self._outbox:
-            data, addr = self._outbox[0]
-            if not send(data, addr):
+            data, addr, source = self._outbox[0]
+            if not send(data, addr, source):
                 return
             self._outbox.popleft()
 
@@ -483,6 +494,7 @@ class Endpoint:
         conn = self._new_connection(ls.config, addr, seg.dst_port, seg.src_port, now)
         slot = Slot(conn, key, addr, from_listener=True)
         slot.budget = AMPLIFICATION_FACTOR * size
+        slot.local_host = self._dst_host
         self._slots[key] = slot
         conn.listen()
         conn.handle_segment(seg, now)
@@ -533,6 +545,7 @@ class Endpoint:
             ts_offset=timestamp_offset(self._secret, (self.local_address[0], seg.dst_port),
                                        (addr[0], seg.src_port)))
         slot = Slot(conn, key, addr, from_listener=True)
+        slot.local_host = self._dst_host
         self._slots[key] = slot
         self.stats.syn_cookies_accepted += 1
         conn.handle_segment(seg, now)
@@ -560,7 +573,12 @@ class Endpoint:
         batch = transport.receive_batch(RECV_BATCH)
         self._batch_full = len(batch) == RECV_BATCH
         dirty = self._dirty
-        for data, addr in batch:
+        pktinfo = self._pktinfo
+        for entry in batch:
+            if pktinfo:
+                data, addr, self._dst_host = entry
+            else:
+                data, addr = entry
             slot = self._on_datagram(data, addr, now)
             if slot is not None:
                 dirty.append(slot)
@@ -570,6 +588,7 @@ class Endpoint:
                 if events:
                     self._on_events(slot, events, now)
                     slot.lot.unpark_all()
+        self._dst_host = None
         self._on_unreachable(now)
         self._fire_timers(now)
         self._dirty = []

@@ -93,7 +93,10 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         this reports the source address the kernel picks towards the peer.
         """
         if self._local is None:
-            self._local = route_source(self._endpoint.local_address, self._slot.addr)
+            local = self._endpoint.local_address
+            host = self._slot.local_host
+            self._local = (host, *local[1:]) if host is not None else route_source(
+                local, self._slot.addr)
         return self._local
 
     @property

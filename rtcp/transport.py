@@ -28,6 +28,13 @@ MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 #: Errors that mean "nobody listens there" (ICMP port/host unreachable).
 UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 RECV_SIZE = 65536
+#: Per-datagram local addresses on wildcard sockets (Linux values where the
+#: socket module lacks the names): which of our addresses a datagram was sent
+#: to, and the source address of a reply.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", None) or (8 if sys.platform == "linux" else None)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", None)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", None)
+_PKTINFO_SPACE = socket.CMSG_SPACE(20) if hasattr(socket, "CMSG_SPACE") else 0
 #: UDP generic segmentation offload (Linux >= 4.18): one sendmsg, many datagrams.
 SOL_UDP = 17
 UDP_SEGMENT = 103
@@ -61,18 +68,26 @@ class DatagramTransport(Protocol):
 
     family: int
     local_address: tuple
+    #: receive_batch gives (data, address, local host) triples, and send and
+    #: send_many take ``source``: a socket bound to a wildcard address must
+    #: answer from the address each peer sent to (else a peer that reached a
+    #: second address of ours sees replies from a stranger).
+    pktinfo: bool
 
     async def wait_readable(self) -> None: ...
 
-    def receive_batch(self, limit: int) -> list[tuple[bytes, tuple]]:
-        """Up to ``limit`` queued datagrams, without blocking."""
+    def receive_batch(self, limit: int) -> list[tuple]:
+        """Up to ``limit`` queued datagrams, without blocking: (data, address)
+        pairs, or (data, address, local host) triples when ``pktinfo``."""
         ...
 
-    def send(self, data: bytes, address: tuple) -> bool:
-        """Send one datagram; False if it would block (the caller retries later)."""
+    def send(self, data: bytes, address: tuple, source: str | None = None) -> bool:
+        """Send one datagram (from local host ``source``, if given); False if it
+        would block (the caller retries later)."""
         ...
 
-    def send_many(self, datagrams: list[bytes], address: tuple) -> int:
+    def send_many(self, datagrams: list[bytes], address: tuple,
+                  source: str | None = None) -> int:
         """Send datagrams in order; return how many went before one would block."""
         ...
 
@@ -114,6 +129,16 @@ class UdpTransport:
         self.local_address = sock.getsockname()
         self._errors: list[tuple[tuple, bytes]] = []
         self.gso = hasattr(sock, "sendmsg")
+        self.pktinfo = False
+        if self.local_address[0] in ("0.0.0.0", "::") and _PKTINFO_SPACE:
+            level, opt = ((socket.IPPROTO_IPV6, IPV6_RECVPKTINFO) if family == socket.AF_INET6
+                          else (socket.IPPROTO_IP, IP_PKTINFO))
+            if opt is not None:
+                try:
+                    sock.setsockopt(level, opt, 1)
+                    self.pktinfo = True
+                except OSError:
+                    pass  # then replies leave from the route's address, as before
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.wait_readable(self.sock)
@@ -121,9 +146,9 @@ class UdpTransport:
     async def wait_writable(self) -> None:
         await trio.lowlevel.wait_writable(self.sock)
 
-    def receive_batch(self, limit: int) -> list[tuple[bytes, tuple]]:
-        out: list[tuple[bytes, tuple]] = []
-        recvfrom = self.sock.recvfrom
+    def receive_batch(self, limit: int) -> list[tuple]:
+        out: list[tuple] = []
+        recvfrom = self._recv_pktinfo if self.pktinfo else self.sock.recvfrom
         soft = 0
         while len(out) < limit:
             try:
@@ -141,6 +166,29 @@ class UdpTransport:
                 if soft > limit:
                     break
         return out
+
+    def _recv_pktinfo(self, size: int) -> tuple[bytes, tuple, str | None]:
+        """One datagram with the local address it was sent to (in_pktinfo's
+        ipi_addr, or in6_pktinfo's ipi6_addr)."""
+        data, anc, _flags, addr = self.sock.recvmsg(size, _PKTINFO_SPACE)
+        local = None
+        for level, kind, cdata in anc:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 12:
+                local = socket.inet_ntop(socket.AF_INET, cdata[8:12])
+            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(cdata) >= 16:
+                local = socket.inet_ntop(socket.AF_INET6, cdata[:16])
+                if local.startswith("fe80:"):
+                    local = None  # link-local: the interface, not the address, decides
+        return data, addr, local
+
+    def _source_cmsg(self, source: str) -> tuple[int, int, bytes]:
+        """Ancillary data that makes the kernel send from ``source``."""
+        if self.family == socket.AF_INET6:
+            return (socket.IPPROTO_IPV6, IPV6_PKTINFO,  # type: ignore[return-value]
+                    socket.inet_pton(socket.AF_INET6, source) + bytes(4))
+        # struct in_pktinfo: ifindex 0, ipi_spec_dst = the source, ipi_addr unused
+        return (socket.IPPROTO_IP, IP_PKTINFO,  # type: ignore[return-value]
+                bytes(4) + socket.inet_pton(socket.AF_INET, source) + bytes(4))
 
     def _drain_errors(self) -> None:
         for _ in range(1024):
@@ -166,9 +214,12 @@ class UdpTransport:
         out, self._errors = self._errors, []
         return out
 
-    def send(self, data: bytes, address: tuple) -> bool:
+    def send(self, data: bytes, address: tuple, source: str | None = None) -> bool:
         try:
-            self.sock.sendto(data, address)
+            if source is None:
+                self.sock.sendto(data, address)
+            else:
+                self.sock.sendmsg([data], [self._source_cmsg(source)], 0, address)
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -178,7 +229,8 @@ class UdpTransport:
             # retransmission and the user timeout deal with them.
         return True
 
-    def send_many(self, datagrams: list[bytes], address: tuple) -> int:
+    def send_many(self, datagrams: list[bytes], address: tuple,
+                  source: str | None = None) -> int:
         """Send in order, coalescing runs of equal-sized datagrams with UDP GSO."""
         n = len(datagrams)
         i = 0
@@ -191,14 +243,15 @@ class UdpTransport:
                         len(datagrams[j]) <= size:
                     j += 1
             if j - i == 1:
-                if not self.send(datagrams[i], address):
+                if not self.send(datagrams[i], address, source):
                     return i
                 i += 1
                 continue
+            cmsgs = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))]
+            if source is not None:
+                cmsgs.append(self._source_cmsg(source))
             try:
-                self.sock.sendmsg([b"".join(datagrams[i:j])],
-                                  [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))],
-                                  0, address)
+                self.sock.sendmsg([b"".join(datagrams[i:j])], cmsgs, 0, address)
             except BlockingIOError:
                 return i
             except OSError as exc:
@@ -272,6 +325,7 @@ class MemoryTransport:
     """One bound address on a :class:`MemoryNetwork`."""
 
     family = socket.AF_INET
+    pktinfo = False  # bound to one address: replies leave from it
 
     def __init__(self, net: MemoryNetwork, address: tuple) -> None:
         self._net = net
@@ -299,12 +353,13 @@ class MemoryTransport:
             out.append(self._inbox.popleft())
         return out
 
-    def send(self, data: bytes, address: tuple) -> bool:
+    def send(self, data: bytes, address: tuple, source: str | None = None) -> bool:
         if not self._closed:
             self._net._deliver(bytes(data), self.local_address, address)
         return True
 
-    def send_many(self, datagrams: list[bytes], address: tuple) -> int:
+    def send_many(self, datagrams: list[bytes], address: tuple,
+                  source: str | None = None) -> int:
         for d in datagrams:
             self.send(d, address)
         return len(datagrams)

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 import rtcp
-from rtcp import Config
+from rtcp import Config, segment
 from rtcp.core.connection import ACK
 from rtcp.endpoint import Endpoint
 from rtcp.stream import RtcpListener, connect_endpoint
@@ -358,6 +358,75 @@ async def test_a_burst_of_clients_all_get_in_with_the_default_config() -> None:
             n.cancel_scope.cancel()
     assert done == [True] * 600
     assert listener.stats.resets_sent == 0
+
+
+@pytest.mark.parametrize("syn_backlog", [256, 1])  # 1: most clients by SYN cookie
+async def test_a_wildcard_listener_answers_from_the_address_the_client_reached(
+        syn_backlog: int) -> None:
+    """127.0.0.2 is ours too, but the route's source for replies is 127.0.0.1:
+    without IP_PKTINFO the SYN-ACK came from a stranger and connect timed out
+    (as it would for any second address of a multi-homed server)."""
+    cfg = Config(syn_backlog=syn_backlog)
+
+    async def echo(s: rtcp.RtcpStream) -> None:
+        assert s.local_address[0] == "127.0.0.2"
+        while data := await s.receive_some():
+            await s.send_all(data)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            [listener] = await n.start(partial(rtcp.serve_rtcp, echo, 0, host="0.0.0.0",
+                                               config=cfg))
+            port = listener.local_address[1]
+
+            async def client(i: int) -> None:
+                async with await rtcp.open_rtcp_stream("127.0.0.2", port) as s:
+                    assert s.remote_address == ("127.0.0.2", port)
+                    await s.send_all(b"%d" % i * 1000)
+                    await s.send_eof()
+                    got = b""
+                    while data := await s.receive_some():
+                        got += data
+                    assert got == b"%d" % i * 1000
+
+            async with trio.open_nursery() as clients:
+                for i in range(4):
+                    clients.start_soon(client, i)
+            n.cancel_scope.cancel()
+    assert listener.endpoint.transport.pktinfo
+    assert (listener.stats.syn_cookies_accepted > 0) == (syn_backlog == 1)
+
+
+async def test_a_wildcard_listeners_reset_leaves_from_the_address_the_segment_reached() -> None:
+    [listener] = await rtcp.open_rtcp_listeners(0, host="0.0.0.0")
+    port = listener.local_address[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw, trio.fail_after(10):
+        raw.bind(("127.0.0.1", 0))
+        raw.setblocking(False)
+        stray = segment.Segment(raw.getsockname()[1], port, 1000, 2000, ACK, 1000)
+        raw.sendto(segment.encode(stray), ("127.0.0.2", port))
+        await trio.lowlevel.wait_readable(raw)
+        data, sender = raw.recvfrom(2048)
+    assert sender == ("127.0.0.2", port)
+    assert segment.decode(data).flags & 0x04  # RST
+    await listener.aclose()
+
+
+async def test_a_listener_on_every_address_serves_ipv6_loopback() -> None:
+    # host=None binds 0.0.0.0 and ::; the IPv6 socket answers with IPV6_PKTINFO.
+    async def echo(s: rtcp.RtcpStream) -> None:
+        while data := await s.receive_some():
+            await s.send_all(data)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            listeners = await n.start(partial(rtcp.serve_rtcp, echo, 0))
+            v6 = [lst for lst in listeners if ":" in lst.local_address[0]]
+            assert v6 and v6[0].endpoint.transport.pktinfo
+            async with await rtcp.open_rtcp_stream("::1", v6[0].local_address[1]) as s:
+                await s.send_all(b"six")
+                assert await s.receive_some() == b"six"
+            n.cancel_scope.cancel()
 
 
 async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
