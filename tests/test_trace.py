@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import IP, TCP, IPv6, rdpcap
 
+import rtcp
 from rtcp.segment import Flags, Segment
 from rtcp.trace import (
     LadderTracer,
@@ -649,3 +651,30 @@ def test_submodules_named_in_the_readme_work_after_a_plain_import() -> None:
             "try:\n    rtcp.no_such_name\nexcept AttributeError:\n    print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+async def test_pcap_of_a_wildcard_listener_shows_the_address_the_client_reached(
+        tmp_path: Path) -> None:
+    # The listener on 0.0.0.0 answers a client of 127.0.0.2 from 127.0.0.2
+    # (IP_PKTINFO); its pcap must say so, not the route's 127.0.0.1.
+    path = tmp_path / "wild.pcap"
+    tracer = PcapTracer(path)
+    [listener] = await rtcp.open_rtcp_listeners(0, host="0.0.0.0", tracer=tracer)
+    port = listener.local_address[1]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            async def serve() -> None:
+                async with await listener.accept() as s:
+                    await s.send_all(await s.receive_some())
+
+            n.start_soon(serve)
+            async with await rtcp.open_rtcp_stream("127.0.0.2", port) as c:
+                await c.send_all(b"ping")
+                assert await c.receive_some() == b"ping"
+    await listener.aclose()
+    tracer.close()
+    ours = [p for p in packets(path) if p[TCP].sport == port]
+    theirs = [p for p in packets(path) if p[TCP].dport == port]
+    assert ours and theirs
+    assert {p[IP].src for p in ours} == {"127.0.0.2"}
+    assert {p[IP].dst for p in theirs} == {"127.0.0.2"}
