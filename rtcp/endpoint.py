@@ -139,7 +139,7 @@ class Endpoint:
         self._heap_n = 0
         self._dirty: list[Slot] = []
         self._outbox: deque[tuple[bytes, tuple, str | None]] = deque()
-        self._pktinfo: bool = getattr(transport, "pktinfo", False)
+        self._pktinfo: bool = getattr(transport, "pktinfo", False)  # see listen()
         #: While a datagram from a wildcard socket is handled: the address of
         #: ours it was sent to, for new connections and for stateless replies.
         self._dst_host: str | None = None
@@ -211,6 +211,9 @@ class Endpoint:
             raise OSError("endpoint already has a listener")
         self._listen = _ListenState(config)
         self._linger = True
+        enable = getattr(self.transport, "enable_pktinfo", None)
+        if enable is not None:
+            self._pktinfo = enable()
 
     def stop_listening(self) -> None:
         """Stop accepting; connections not yet accepted are reset."""
@@ -419,7 +422,8 @@ class Endpoint:
                 # connection's own CLOSED -> LISTEN step is not traced).
                 self._trace("on_state", now, self._local_for(self._dst_host), addr, "CLOSED",
                             "LISTEN")
-            self._trace("on_segment", now, "in", self._local_for(self._dst_host), addr, seg)
+            local = self._local_for(slot.local_host if slot is not None else self._dst_host)
+            self._trace("on_segment", now, "in", local, addr, seg)
         if slot is not None:
             state = slot.conn.state
             if state is State.CLOSED:

@@ -69,9 +69,10 @@ class DatagramTransport(Protocol):
     family: int
     local_address: tuple
     #: receive_batch gives (data, address, local host) triples, and send and
-    #: send_many take ``source``: a socket bound to a wildcard address must
+    #: send_many take ``source``: a listener bound to a wildcard address must
     #: answer from the address each peer sent to (else a peer that reached a
-    #: second address of ours sees replies from a stranger).
+    #: second address of ours sees replies from a stranger).  The endpoint
+    #: turns it on with ``enable_pktinfo()``, if the transport has that method.
     pktinfo: bool
 
     async def wait_readable(self) -> None: ...
@@ -130,15 +131,22 @@ class UdpTransport:
         self._errors: list[tuple[tuple, bytes]] = []
         self.gso = hasattr(sock, "sendmsg")
         self.pktinfo = False
-        if self.local_address[0] in ("0.0.0.0", "::") and _PKTINFO_SPACE:
-            level, opt = ((socket.IPPROTO_IPV6, IPV6_RECVPKTINFO) if family == socket.AF_INET6
-                          else (socket.IPPROTO_IP, IP_PKTINFO))
+
+    def enable_pktinfo(self) -> bool:
+        """On a wildcard-bound socket, learn each datagram's local address (a
+        listener must answer from the address the client reached); a client
+        socket needs none of it: the kernel's source is the one its peer knows.
+        Returns whether ``receive_batch`` now gives triples."""
+        if self.local_address[0] in ("0.0.0.0", "::") and _PKTINFO_SPACE and not self.pktinfo:
+            level, opt = ((socket.IPPROTO_IPV6, IPV6_RECVPKTINFO)
+                          if self.family == socket.AF_INET6 else (socket.IPPROTO_IP, IP_PKTINFO))
             if opt is not None:
                 try:
-                    sock.setsockopt(level, opt, 1)
+                    self.sock.setsockopt(level, opt, 1)
                     self.pktinfo = True
                 except OSError:
                     pass  # then replies leave from the route's address, as before
+        return self.pktinfo
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.wait_readable(self.sock)
