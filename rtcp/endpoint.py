@@ -113,11 +113,6 @@ class _ListenState:
         self.closed = False
 
 
-#: _on_cookie_ack's answer for a valid cookie that even the cookie clients' room
-#: beyond the accept queue cannot take.
-_REFUSED: Slot = object.__new__(Slot)
-
-
 def _addr_key(addr: tuple) -> tuple:
     return (addr[0], addr[1])
 
@@ -457,8 +452,10 @@ class Endpoint:
         if ls is None or ls.closed or seg.flags & (SYN | RST | ACK) != ACK \
                 or seg.ack == (slot.conn.iss + 1) & 0xFFFFFFFF:
             return None
-        adopted = self._on_cookie_ack(ls, seg, addr, key, now, replacing=slot)
-        return adopted if adopted is not _REFUSED else None
+        mss = self._cookie_mss(seg, addr, now)
+        if mss is None or not self._admit_cookie(ls):
+            return None
+        return self._open_from_cookie(ls, seg, addr, key, now, mss, replacing=slot)
 
     def _no_connection(self, seg: Segment, size: int, addr: tuple, key: tuple,
                        now: float) -> Slot | None:
@@ -468,12 +465,12 @@ class Endpoint:
             if flags == SYN:
                 return self._on_syn(ls, seg, size, addr, key, now)
             if flags == ACK:
-                slot = self._on_cookie_ack(ls, seg, addr, key, now)
-                if slot is not None and slot is not _REFUSED:
-                    return slot
+                mss = self._cookie_mss(seg, addr, now)
+                if mss is not None and self._admit_cookie(ls):
+                    return self._open_from_cookie(ls, seg, addr, key, now, mss)
                 if (now < self._cookies_until
                         and may_be_cookie((seg.ack - 1) & 0xFFFFFFFF, now)
-                        and (slot is None or seg.payload or seg.flags & FIN)):
+                        and (mss is None or seg.payload or seg.flags & FIN)):
                     # Perhaps a cookie connection's later segment whose handshake
                     # ACK (and first segment) was lost: its sequence number no
                     # longer names the cookie.  Data, a FIN, or a bare ACK: the
@@ -482,7 +479,7 @@ class Endpoint:
                     # it: the client retransmits from its first byte, which does
                     # name the cookie; a reset would break a client that believes
                     # it is connected.  (A refused valid cookie's bare ACK still
-                    # gets its RST, see _on_cookie_ack.)  The price, where Linux
+                    # gets its RST, see _admit_cookie.)  The price, where Linux
                     # resets: for up to two cookie periods (128 s) after a cookie
                     # went out, a stale peer whose ACK happens to carry the time
                     # bits (2 in 32 ACK values, or any former cookie connection's)
@@ -529,26 +526,33 @@ class Endpoint:
         self._cookies_until = now + 2 * COOKIE_PERIOD  # check_cookie's validity
         self._send_segments([synack], addr)
 
-    def _on_cookie_ack(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,
-                       now: float, replacing: Slot | None = None) -> Slot | None:
-        """The connection a valid cookie ACK opens (in place of ``replacing``,
-        a half-open connection of the same 4-tuple), _REFUSED, or None (not a
-        valid cookie)."""
+    def _cookie_mss(self, seg: Segment, addr: tuple, now: float) -> int | None:
+        """The MSS a valid SYN cookie in ``seg`` (an ACK) carries; None: no cookie."""
+        return check_cookie(self._secret, addr, (seg.dst_port, seg.src_port),
+                            (seg.seq - 1) & 0xFFFFFFFF, (seg.ack - 1) & 0xFFFFFFFF, now)
+
+    def _admit_cookie(self, ls: _ListenState) -> bool:
+        """Whether a valid cookie's connection may join the accept queue.
+
+        A full accept queue (up to backlog) does not turn a valid cookie away:
+        the client already believes it is connected, and neither a RST (it
+        breaks) nor a silent drop (a client waiting for the server to speak
+        would wait forever: nobody retransmits) would do.  The cookie proved a
+        real round trip, so these connections may overflow the queue by up to
+        syn_backlog, the half-open ones they stand for.  Beyond that: refused
+        (the caller drops data or a FIN, which come again, and resets a bare ACK).
+        """
+        if len(ls.queue) >= ls.config.backlog + ls.config.syn_backlog:
+            self.stats.syn_dropped += 1
+            return False
+        return True
+
+    def _open_from_cookie(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,
+                          now: float, mss: int, replacing: Slot | None = None) -> Slot:
+        """The connection a valid, admitted cookie ACK opens (in place of
+        ``replacing``, a half-open connection of the same 4-tuple)."""
         irs = (seg.seq - 1) & 0xFFFFFFFF
         iss = (seg.ack - 1) & 0xFFFFFFFF
-        mss = check_cookie(self._secret, addr, (seg.dst_port, seg.src_port), irs, iss, now)
-        if mss is None:
-            return None
-        if len(ls.queue) >= ls.config.backlog + ls.config.syn_backlog:
-            # Beyond even the room kept for cookie clients: refuse (RST).
-            self.stats.syn_dropped += 1
-            return _REFUSED
-        # A full accept queue (up to backlog) does not turn a valid cookie away:
-        # the client already believes it is connected, and neither a RST (it
-        # breaks) nor a silent drop (a client waiting for the server to speak
-        # would wait forever: nobody retransmits) would do.  The cookie proved a
-        # real round trip, so these connections may overflow the queue by up to
-        # syn_backlog, the half-open ones they stand for.
         if replacing is not None:
             self._forget(replacing, close_idle=False)
         conn = Connection.from_cookie(
