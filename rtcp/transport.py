@@ -176,17 +176,20 @@ class UdpTransport:
         return out
 
     def _recv_pktinfo(self, size: int) -> tuple[bytes, tuple, str | None]:
-        """One datagram with the local address it was sent to (in_pktinfo's
-        ipi_addr, or in6_pktinfo's ipi6_addr)."""
+        """One datagram with the local address it reached: in_pktinfo's
+        ipi_spec_dst (the header's destination, or for a broadcast the
+        interface's own address), or in6_pktinfo's ipi6_addr."""
         data, anc, _flags, addr = self.sock.recvmsg(size, _PKTINFO_SPACE)
         local = None
         for level, kind, cdata in anc:
             if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 12:
-                local = socket.inet_ntop(socket.AF_INET, cdata[8:12])
+                local = socket.inet_ntop(socket.AF_INET, cdata[4:8])
             elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(cdata) >= 16:
                 local = socket.inet_ntop(socket.AF_INET6, cdata[:16])
-                if local.startswith("fe80:"):
-                    local = None  # link-local: the interface, not the address, decides
+                if local.startswith(("fe80:", "ff")):
+                    # Link-local (the interface decides) or multicast (no
+                    # source address): the kernel's choice, as before.
+                    local = None
         return data, addr, local
 
     def _source_cmsg(self, source: str) -> tuple[int, int, bytes]:
