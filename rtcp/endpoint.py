@@ -393,7 +393,8 @@ class Endpoint:
         send = self.transport.send
         while self._outbox:
             data, addr, source = self._outbox[0]
-            if not send(data, addr, source):
+            # A transport written before ``source`` existed takes two arguments.
+            if not (send(data, addr) if source is None else send(data, addr, source)):
                 return
             self._outbox.popleft()
 

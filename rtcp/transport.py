@@ -28,6 +28,7 @@ MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 #: Errors that mean "nobody listens there" (ICMP port/host unreachable).
 UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 RECV_SIZE = 65536
+_RECVERR_CMSGS = frozenset({(socket.SOL_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)})
 #: Per-datagram local addresses on wildcard sockets (Linux values where the
 #: socket module lacks the names): which of our addresses a datagram was sent
 #: to, and the source address of a reply.
@@ -212,8 +213,11 @@ class UdpTransport:
             # struct sock_extended_err starts with ee_errno: only "port
             # unreachable" means nobody listens; other reports (time exceeded,
             # fragmentation needed) are like loss.
-            refused = any(len(cdata) >= 4 and int.from_bytes(cdata[:4], sys.byteorder)
-                          == errno.ECONNREFUSED for _lvl, _typ, cdata in _anc)
+            # Only the IP_RECVERR / IPV6_RECVERR message: a listener's error
+            # queue also carries PKTINFO, whose first 4 bytes are an ifindex.
+            refused = any(len(cdata) >= 4 and (lvl, typ) in _RECVERR_CMSGS
+                          and int.from_bytes(cdata[:4], sys.byteorder) == errno.ECONNREFUSED
+                          for lvl, typ, cdata in _anc)
             if addr and refused:
                 self._errors.append((addr, data))
 

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import random
 import socket
+import sys
 from functools import partial
 
 import pytest
@@ -18,7 +19,7 @@ from rtcp import Config, segment
 from rtcp.core.connection import ACK
 from rtcp.endpoint import Endpoint
 from rtcp.stream import RtcpListener, connect_endpoint
-from rtcp.transport import MemoryNetwork
+from rtcp.transport import IP_PKTINFO, IP_RECVERR, MemoryNetwork, UdpTransport
 
 LOOP = "127.0.0.1"
 
@@ -427,6 +428,97 @@ async def test_a_listener_on_every_address_serves_ipv6_loopback() -> None:
                 await s.send_all(b"six")
                 assert await s.receive_some() == b"six"
             n.cancel_scope.cancel()
+
+
+class _TwoArgumentTransport:
+    """A DatagramTransport written before ``send`` took a source address; its
+    socket buffer is full once (send_many sends nothing), so the endpoint
+    queues and later flushes."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.family = inner.family
+        self.local_address = inner.local_address
+        self.blocked = False
+
+    async def wait_readable(self) -> None:
+        await self.inner.wait_readable()
+
+    async def wait_writable(self) -> None:
+        await self.inner.wait_writable()
+
+    def receive_batch(self, limit: int) -> list:
+        return self.inner.receive_batch(limit)
+
+    def send(self, data: bytes, address: tuple) -> bool:
+        return self.inner.send(data, address)
+
+    def send_many(self, datagrams: list, address: tuple) -> int:
+        if not self.blocked and len(datagrams) > 1:
+            self.blocked = True
+            return 0
+        return self.inner.send_many(datagrams, address)
+
+    def unreachable(self) -> list:
+        return self.inner.unreachable()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_a_transport_without_source_addresses_still_works() -> None:
+    # Endpoint accepts any DatagramTransport; the outbox must not pass the
+    # (new) source argument to a transport that never saw a wildcard listen.
+    net = MemoryNetwork()
+    cfg = Config()
+    server = Endpoint(net.transport("10.0.0.1", 5000), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    transport = _TwoArgumentTransport(net.transport("10.0.0.2", 6000))
+    client = Endpoint(transport, cfg)
+    with trio.fail_after(10):
+        c, s = await connect_and_accept(listener, partial(
+            connect_endpoint, client, ("10.0.0.1", 5000), cfg))
+        data = random.Random(5).randbytes(100_000)
+        async with trio.open_nursery() as n:
+            n.start_soon(c.send_all, data)
+            got = b""
+            while len(got) < len(data):
+                got += await s.receive_some()
+        assert got == data and transport.blocked and not client._closed
+        await c.aclose()
+        await s.aclose()
+
+
+def test_only_the_recverr_message_decides_port_unreachable() -> None:
+    # A listener's error queue carries IP_PKTINFO too (its first 4 bytes: an
+    # interface index); an ifindex of 111 (ECONNREFUSED) must not turn a
+    # "host unreachable" report into "nobody listens there".
+    t = UdpTransport(socket.AF_INET, ("127.0.0.1", 0))
+    real = t.sock
+    pktinfo = (111).to_bytes(4, sys.byteorder) + socket.inet_aton("127.0.0.1") * 2
+
+    class ErrorQueue:
+        def __init__(self, code: int) -> None:
+            self.reports = [(b"seg", [(socket.SOL_IP, IP_PKTINFO, pktinfo),
+                                      (socket.SOL_IP, IP_RECVERR,
+                                       code.to_bytes(4, sys.byteorder) + bytes(12))],
+                             0, ("127.0.0.9", 9))]
+
+        def recvmsg(self, *args: object) -> tuple:
+            if not self.reports:
+                raise BlockingIOError
+            return self.reports.pop()
+
+    try:
+        t.sock = ErrorQueue(errno.EHOSTUNREACH)  # type: ignore[assignment]
+        t._drain_errors()
+        assert t.unreachable() == []
+        t.sock = ErrorQueue(errno.ECONNREFUSED)  # type: ignore[assignment]
+        t._drain_errors()
+        assert t.unreachable() == [(("127.0.0.9", 9), b"seg")]
+    finally:
+        t.sock = real
+        t.close()
 
 
 async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
