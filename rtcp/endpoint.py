@@ -411,6 +411,14 @@ class Endpoint:
             return None
         key = (addr[0], addr[1], seg.dst_port, seg.src_port)
         slot = self._slots.get(key)
+        if self._dst_host is not None:
+            # A wildcard listener's connections are also told apart by which
+            # of our addresses the peer reached (a 5-tuple, as in kernel TCP);
+            # those we opened by connect() keep the 4-tuple.
+            local_key = (*key, self._dst_host)
+            local_slot = self._slots.get(local_key)
+            if local_slot is not None or slot is None:
+                slot, key = local_slot, local_key
         if self.tracer is not None:
             if slot is None and seg.flags & (SYN | ACK | RST) == SYN and \
                     self._listen is not None and not self._listen.closed:
@@ -569,13 +577,19 @@ class Endpoint:
         return slot
 
     def _on_unreachable(self, now: float) -> None:
-        for addr, data in self.transport.unreachable():
+        for report in self.transport.unreachable():
+            addr, data = report[0], report[1]
             self.stats.unreachable += 1
             try:
                 seg = codec.decode(data)
             except SegmentError:
                 continue
-            slot = self._slots.get((addr[0], addr[1], seg.src_port, seg.dst_port))
+            key = (addr[0], addr[1], seg.src_port, seg.dst_port)
+            slot = None
+            if len(report) > 2 and report[2] is not None:  # see _on_datagram
+                slot = self._slots.get((*key, report[2]))
+            if slot is None:
+                slot = self._slots.get(key)
             if slot is not None:
                 slot.conn.on_unreachable(now)
                 self._mark(slot)

@@ -64,6 +64,20 @@ def route_source(local: tuple, remote: tuple) -> tuple:
     return (host, *local[1:])
 
 
+def _pktinfo_addr(anc: list, v4_offset: int) -> str | None:
+    """The address in a PKTINFO control message: in_pktinfo's at ``v4_offset``
+    (4, ipi_spec_dst: a received datagram's local address, for a broadcast the
+    interface's own; 8, ipi_addr) or in6_pktinfo's ipi6_addr.  None for none,
+    and for IPv6 link-local (the interface decides) or multicast (no source)."""
+    for level, kind, cdata in anc:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 12:
+            return socket.inet_ntop(socket.AF_INET, cdata[v4_offset:v4_offset + 4])
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(cdata) >= 16:
+            local = socket.inet_ntop(socket.AF_INET6, cdata[:16])
+            return None if local.startswith(("fe80:", "ff")) else local
+    return None
+
+
 class DatagramTransport(Protocol):
     """What the endpoint needs from a datagram network."""
 
@@ -95,8 +109,10 @@ class DatagramTransport(Protocol):
 
     async def wait_writable(self) -> None: ...
 
-    def unreachable(self) -> list[tuple[tuple, bytes]]:
-        """Destinations (and our original datagram) that ICMP said are unreachable."""
+    def unreachable(self) -> list[tuple]:
+        """Destinations (and our original datagram) that ICMP said are unreachable:
+        (address, datagram) pairs, or with ``pktinfo`` (address, datagram, the
+        local host it was sent from)."""
         ...
 
     def close(self) -> None: ...
@@ -181,17 +197,7 @@ class UdpTransport:
         ipi_spec_dst (the header's destination, or for a broadcast the
         interface's own address), or in6_pktinfo's ipi6_addr."""
         data, anc, _flags, addr = self.sock.recvmsg(size, _PKTINFO_SPACE)
-        local = None
-        for level, kind, cdata in anc:
-            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 12:
-                local = socket.inet_ntop(socket.AF_INET, cdata[4:8])
-            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(cdata) >= 16:
-                local = socket.inet_ntop(socket.AF_INET6, cdata[:16])
-                if local.startswith(("fe80:", "ff")):
-                    # Link-local (the interface decides) or multicast (no
-                    # source address): the kernel's choice, as before.
-                    local = None
-        return data, addr, local
+        return data, addr, _pktinfo_addr(anc, 4)
 
     def _source_cmsg(self, source: str) -> tuple[int, int, bytes]:
         """Ancillary data that makes the kernel send from ``source``."""
@@ -219,9 +225,13 @@ class UdpTransport:
                           and int.from_bytes(cdata[:4], sys.byteorder) == errno.ECONNREFUSED
                           for lvl, typ, cdata in _anc)
             if addr and refused:
-                self._errors.append((addr, data))
+                if self.pktinfo:
+                    # Here PKTINFO's address is our datagram's source (checked).
+                    self._errors.append((addr, data, _pktinfo_addr(_anc, 8)))
+                else:
+                    self._errors.append((addr, data))
 
-    def unreachable(self) -> list[tuple[tuple, bytes]]:
+    def unreachable(self) -> list[tuple]:
         # The error queue is read when recvfrom/sendto report a pending error
         # (the socket's error is set with every queued ICMP report).
         if not self._errors:
@@ -379,7 +389,7 @@ class MemoryTransport:
             self.send(d, address)
         return len(datagrams)
 
-    def unreachable(self) -> list[tuple[tuple, bytes]]:
+    def unreachable(self) -> list[tuple]:
         out, self._errors = self._errors, []
         return out
 

@@ -398,6 +398,56 @@ async def test_a_wildcard_listener_answers_from_the_address_the_client_reached(
     assert (listener.stats.syn_cookies_accepted > 0) == (syn_backlog == 1)
 
 
+async def test_one_client_socket_reaches_two_addresses_of_one_listener_at_once() -> None:
+    """rtcp's pooled client socket connects to 127.0.0.2:P and 127.0.0.3:P: the
+    same peer address and ports, told apart by which of our addresses each
+    reached (as kernel TCP keys on the local address).  Before, the second
+    landed on the first's connection and timed out."""
+    async def echo(s: rtcp.RtcpStream) -> None:
+        while data := await s.receive_some():
+            await s.send_all(data)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            [listener] = await n.start(partial(rtcp.serve_rtcp, echo, 0, host="0.0.0.0"))
+            port = listener.local_address[1]
+            a = await rtcp.open_rtcp_stream("127.0.0.2", port)
+            b = await rtcp.open_rtcp_stream("127.0.0.3", port)
+            assert a.local_address[1] == b.local_address[1]  # one client socket
+            for s, word in ((a, b"two"), (b, b"three"), (a, b"again")):
+                await s.send_all(word)
+                assert await s.receive_some() == word
+            await a.aclose()
+            await b.aclose()
+            n.cancel_scope.cancel()
+
+
+async def test_a_wildcard_listener_notices_a_vanished_client_of_a_second_address() -> None:
+    """ICMP "port unreachable" for a connection told apart by its local address
+    must still find it (the report names our source address in its PKTINFO)."""
+    accepted: list[rtcp.RtcpStream] = []
+    [listener] = await rtcp.open_rtcp_listeners(0, host="0.0.0.0")
+    port = listener.local_address[1]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            async def accept() -> None:
+                accepted.append(await listener.accept())
+
+            n.start_soon(accept)
+            c = await rtcp.open_rtcp_stream("127.0.0.3", port, local_address=("127.0.0.1", 0))
+        server = accepted[0]
+        sock = c._endpoint.transport.sock
+        trio.lowlevel.notify_closing(sock)
+        sock.close()  # the client process is gone: no FIN, no RST, a closed port
+        with pytest.raises(trio.BrokenResourceError) as info:
+            while True:
+                await server.send_all(b"x" * 1000)
+                await trio.sleep(0.01)
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert listener.stats.unreachable > 0
+    await listener.aclose()
+
+
 async def test_a_wildcard_listeners_reset_leaves_from_the_address_the_segment_reached() -> None:
     [listener] = await rtcp.open_rtcp_listeners(0, host="0.0.0.0")
     port = listener.local_address[1]
