@@ -83,7 +83,7 @@ class Slot:
     """An endpoint's record of one connection (lives until CLOSED)."""
 
     __slots__ = ("conn", "key", "addr", "lot", "timer_at", "from_listener", "queued",
-                 "stream_open", "budget", "local_host", "__weakref__")
+                 "stream_open", "budget", "__weakref__")
 
     def __init__(self, conn: Connection, key: tuple, addr: tuple, from_listener: bool) -> None:
         self.conn = conn
@@ -98,9 +98,14 @@ class Slot:
         #: Bytes we may still send to a peer whose address is not validated yet
         #: (AMPLIFICATION_FACTOR times what it sent us).
         self.budget = 0
-        #: The address of ours the peer reached, on a wildcard listener socket
-        #: (the source of our replies); None: the kernel's choice is right.
-        self.local_host: str | None = None
+
+    @property
+    def local_host(self) -> str | None:
+        """The address of ours the peer reached, for a wildcard listener's
+        connection (its key's fifth part; the source of our replies); None:
+        the kernel's choice is right."""
+        key = self.key
+        return key[4] if len(key) > 4 else None
 
 
 class _ListenState:
@@ -134,7 +139,6 @@ class Endpoint:
         self._heap_n = 0
         self._dirty: list[Slot] = []
         self._outbox: deque[tuple[bytes, tuple, str | None]] = deque()
-        self._pktinfo: bool = getattr(transport, "pktinfo", False)  # see listen()
         #: While a datagram from a wildcard socket is handled: the address of
         #: ours it was sent to, for new connections and for stateless replies.
         self._dst_host: str | None = None
@@ -208,7 +212,7 @@ class Endpoint:
         self._linger = True
         enable = getattr(self.transport, "enable_pktinfo", None)
         if enable is not None:
-            self._pktinfo = enable()
+            enable()
 
     def stop_listening(self) -> None:
         """Stop accepting; connections not yet accepted are reset."""
@@ -512,7 +516,6 @@ class Endpoint:
         conn = self._new_connection(ls.config, addr, seg.dst_port, seg.src_port, now)
         slot = Slot(conn, key, addr, from_listener=True)
         slot.budget = AMPLIFICATION_FACTOR * size
-        slot.local_host = self._dst_host
         self._slots[key] = slot
         conn.listen()
         conn.handle_segment(seg, now)
@@ -559,7 +562,7 @@ class Endpoint:
     def _open_from_cookie(self, ls: _ListenState, seg: Segment, addr: tuple, key: tuple,
                           now: float, mss: int, replacing: Slot | None = None) -> Slot:
         """The connection a valid, admitted cookie ACK opens (in place of
-        ``replacing``, a half-open connection of the same 4-tuple)."""
+        ``replacing``, a half-open connection of the same key)."""
         irs = (seg.seq - 1) & 0xFFFFFFFF
         iss = (seg.ack - 1) & 0xFFFFFFFF
         if replacing is not None:
@@ -570,7 +573,6 @@ class Endpoint:
             ts_offset=timestamp_offset(self._secret, (self.local_address[0], seg.dst_port),
                                        (addr[0], seg.src_port)))
         slot = Slot(conn, key, addr, from_listener=True)
-        slot.local_host = self._dst_host
         self._slots[key] = slot
         self.stats.syn_cookies_accepted += 1
         conn.handle_segment(seg, now)
@@ -604,7 +606,7 @@ class Endpoint:
         batch = transport.receive_batch(RECV_BATCH)
         self._batch_full = len(batch) == RECV_BATCH
         dirty = self._dirty
-        pktinfo = self._pktinfo
+        pktinfo = getattr(transport, "pktinfo", False)
         for entry in batch:
             if pktinfo:
                 data, addr, self._dst_host = entry
