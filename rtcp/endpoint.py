@@ -288,9 +288,9 @@ class Endpoint:
             log.exception("rtcp tracer %r failed; tracing stops", self.tracer)
             self.tracer = None
 
-    def _local_for(self, host: str | None) -> tuple:
-        """Our address as a peer sees it: the socket's, or on a wildcard socket
-        the address the peer reached (for tracers: ladders and pcaps)."""
+    def local_address_for(self, host: str | None) -> tuple:
+        """Our address as a peer sees it: the socket's, or, given ``host`` (a
+        wildcard listener's connection), the address the peer reached."""
         local = self.local_address
         return local if host is None else (host, *local[1:])
 
@@ -321,8 +321,8 @@ class Endpoint:
         for e in events:
             if isinstance(e, ev.StateChanged):
                 if self.tracer is not None and not (slot.from_listener and e.new == "LISTEN"):
-                    self._trace("on_state", now, self._local_for(slot.local_host), slot.addr,
-                                e.old, e.new)
+                    local = self.local_address_for(slot.local_host)
+                    self._trace("on_state", now, local, slot.addr, e.old, e.new)
                 if slot.from_listener:
                     if e.old == "SYN_RECEIVED":
                         self._half_open -= 1
@@ -374,8 +374,8 @@ class Endpoint:
                     continue
                 slot.budget -= len(data)  # type: ignore[union-attr]
             if tracer is not None:
-                self._trace("on_segment", trio.current_time(), "out", self._local_for(source),
-                            addr, seg)
+                self._trace("on_segment", trio.current_time(), "out",
+                            self.local_address_for(source), addr, seg)
             if seg.flags & RST:
                 stats.resets_sent += 1
             out.append(data)
@@ -428,9 +428,9 @@ class Endpoint:
                     self._listen is not None and not self._listen.closed:
                 # The listener was there before the SYN: say so first (the new
                 # connection's own CLOSED -> LISTEN step is not traced).
-                self._trace("on_state", now, self._local_for(self._dst_host), addr, "CLOSED",
-                            "LISTEN")
-            local = self._local_for(slot.local_host if slot is not None else self._dst_host)
+                self._trace("on_state", now, self.local_address_for(self._dst_host), addr,
+                            "CLOSED", "LISTEN")
+            local = self.local_address_for(slot.local_host if slot is not None else self._dst_host)
             self._trace("on_segment", now, "in", local, addr, seg)
         if slot is not None:
             state = slot.conn.state

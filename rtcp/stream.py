@@ -90,13 +90,13 @@ class RtcpStream(trio.abc.HalfCloseableStream):
 
         A client socket (or a listener bound to all addresses) is bound to the
         wildcard address; like ``getsockname()`` on a connected TCP socket,
-        this reports the source address the kernel picks towards the peer.
+        this reports the address the peer reached (a listener's connection) or
+        the source address the kernel picks towards the peer.
         """
         if self._local is None:
-            local = self._endpoint.local_address
             host = self._slot.local_host
-            self._local = (host, *local[1:]) if host is not None else route_source(
-                local, self._slot.addr)
+            self._local = (self._endpoint.local_address_for(host) if host is not None
+                           else route_source(self._endpoint.local_address, self._slot.addr))
         return self._local
 
     @property
