@@ -23,6 +23,10 @@ class LinkProfile:
     reorder: float = 0.0
     delay: float = 0.01
     jitter: float = 0.0
+    #: A bottleneck: bytes per second each way (None: unlimited), with a
+    #: drop-tail queue of ``queue`` bytes in front of it.
+    rate: float | None = None
+    queue: int = 1 << 20
 
 
 @dataclass
@@ -47,6 +51,9 @@ class Pair:
         self.b = Connection(self.config_b, 2000, 1000, iss=self.iss_b, now=self.now, ts_offset=0)
         self._heap: list = []
         self._n = 0
+        self._link_free = {"A>B": 0.0, "B>A": 0.0}
+        #: Segments the bottleneck queue dropped (full), per direction.
+        self.queue_drops = {"A>B": 0, "B>A": 0}
         self.events_a: list = []
         self.events_b: list = []
 
@@ -59,13 +66,21 @@ class Pair:
                 continue
             if self.rng.random() < p.loss:
                 continue
+            wire = encode(seg)
+            start = self.now
+            if p.rate is not None:
+                free = max(self._link_free[src], self.now)
+                if (free - self.now) * p.rate > p.queue:
+                    self.queue_drops[src] += 1
+                    continue
+                start = self._link_free[src] = free + len(wire) / p.rate
             copies = 2 if self.rng.random() < p.duplicate else 1
             for _ in range(copies):
                 delay = p.delay + self.rng.random() * p.jitter
                 if self.rng.random() < p.reorder:
                     delay += p.delay * 2 + self.rng.random() * p.delay
                 self._n += 1
-                heapq.heappush(self._heap, (self.now + delay, self._n, src, encode(seg)))
+                heapq.heappush(self._heap, (start + delay, self._n, src, wire))
 
     def flush(self) -> None:
         """Collect what both connections want to send and their events."""

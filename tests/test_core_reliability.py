@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rtcp.config import Config
 from rtcp.core import events as ev
 from rtcp.core.seq import unwrap
+from rtcp.segment import new_segment
 from tests.simlink import LinkProfile, Pair
 
 FAST = Config(min_rto=0.05, initial_rto=0.2, delayed_ack=0.01)
@@ -222,7 +223,7 @@ def test_delivery_rate_counts_each_byte_once() -> None:
     p.handshake()
     counted = []
     count = p.a._count_delivered
-    p.a._count_delivered = lambda n, now: (counted.append(n), count(n, now))  # type: ignore[method-assign]
+    p.a._count_delivered = lambda n, upto, now: (counted.append(n), count(n, upto, now))  # type: ignore[method-assign]
     data = blob(400_000, 3)
     dropped = _drop_once(p, [30, 60, 61, 90])
     got, _ = p.transfer(data, b"", close=False)
@@ -230,3 +231,54 @@ def test_delivery_rate_counts_each_byte_once() -> None:
     assert got == data and len(dropped) == 4
     assert p.a.stats.sack_recoveries >= 1
     assert sum(counted) == len(data)
+
+
+def test_every_hole_of_a_batch_is_sacked_so_nothing_is_resent_twice() -> None:
+    # One window arrives as one batch (the link delivers it at one instant) and
+    # opens six holes.  An ACK holds three SACK blocks next to a timestamp, so
+    # the receiver ACKs mid-batch before a fourth new block; otherwise blocks no
+    # ACK reported look lost and the sender resends data the receiver holds.
+    p = Pair(profile=LinkProfile(delay=0.01), config_a=FAST, config_b=FAST)
+    p.handshake()
+    p.transfer(blob(300_000), b"", close=False)
+    assert p.a.cwnd >= 30 * p.a._payload_room()
+    dropped = _drop_once(p, [3, 8, 13, 18, 23, 28])
+    data = blob(100_000, 5)
+    got, _ = p.transfer(data, b"", close=False)
+    assert got == data and len(dropped) == 6
+    assert p.a.stats.segments_retransmitted == 6
+    assert p.b.stats.duplicate_segments == 0
+
+
+def test_a_retransmission_late_behind_a_queue_is_not_resent() -> None:
+    # A slow bottleneck with a deep queue: the round trip grows while slow
+    # start fills the queue, so the retransmission of an early loss waits far
+    # longer than the smoothed RTT.  Nothing sent after it has been delivered
+    # yet, so it is late, not lost (RFC 8985's RACK.xmit_ts test).
+    link = LinkProfile(delay=0.005, rate=1_000_000, queue=1 << 22)
+    p = Pair(profile=link, config_a=FAST, config_b=FAST)
+    p.handshake()
+    dropped = _drop_once(p, [12])
+    data = blob(600_000, 6)
+    got, _ = p.transfer(data, b"", close=False)
+    assert got == data and len(dropped) == 1
+    assert p.b.stats.duplicate_segments == 0
+    assert p.a.stats.segments_retransmitted == 1
+
+
+
+def test_path_rtts_come_from_microsecond_samples_only() -> None:
+    # Timestamps tick in milliseconds: on a sub-millisecond path an echo reads
+    # 0 ticks (clamped to 0.5 ms) or 1 tick.  The minimum RTT that Westwood+,
+    # Veno and the BBR model use comes from the timed segment's clock only.
+    p = Pair(profile=LinkProfile(delay=0.0004), config_a=FAST, config_b=FAST)
+    p.handshake()
+    p.transfer(blob(50_000), b"", close=False)
+    a = p.a
+    assert a._min_rtt == pytest.approx(0.0008, rel=0.01)
+    # An ACK that only the timestamp echo can time (Karn left nothing timed).
+    a._rtt_seq = None
+    echo = new_segment(2000, 1000, 0, 0, 0x10, 0, 0, ((8, (0, a._ts_now(p.now + 0.0012))),), b"")
+    a._sample_rtt_from(echo, a.snd_una, p.now + 0.0012)
+    assert a._rtt.latest == 0.0005  # the RTO estimator does take it
+    assert a._min_rtt == pytest.approx(0.0008, rel=0.01)

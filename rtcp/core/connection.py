@@ -170,6 +170,9 @@ class Connection:
         self._tlp_deadline: float | None = None
         self._tlp_fired = False
         self._rack_deadline: float | None = None
+        # RACK.xmit_ts (RFC 8985): when the latest-sent segment known to be
+        # delivered was sent (its first transmission: a lower bound).
+        self._rack_xmit = 0.0
         # Westwood+ delivery-rate estimate (bytes/s) and minimum RTT.
         self._bwe = 0.0
         self._bw_bytes = 0
@@ -199,6 +202,9 @@ class Connection:
         self._ooo: dict[int, bytes] = {}
         self._ooo_ranges = RangeSet()
         self._last_ooo: tuple[int, int] | None = None
+        # Starts of the out-of-order segments since our last ACK (oldest
+        # first): their blocks lead the next ACK's SACK option.
+        self._sack_news: list[int] = []
         self._peer_fin_seq: int | None = None
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._wnd_key: tuple = ()
@@ -805,7 +811,10 @@ class Connection:
                     hi = min(hi, self.snd_nxt)
                     if lo < hi and (len(self._sacked) < MAX_SACK_RANGES
                                     or self._sacked.touches(lo, hi)):
-                        self._count_delivered(self._sacked.add(lo, hi), now)
+                        newly = self._sacked.add(lo, hi)
+                        if newly:
+                            self._rack_xmit = max(self._rack_xmit, self._sent_time(hi - 1))
+                        self._count_delivered(newly, hi, now)
         if self.snd_nxt > self.snd_una:
             self._detect_loss(now)
 
@@ -879,6 +888,8 @@ class Connection:
             self._ack_now = True
             return
         in_order = seq == self.rcv_nxt
+        if not in_order and self._sack_ok:
+            self._ack_before_sack_overflow(seq, end, now)
         delivered = 0
         for lo, hi in list(self._ooo_ranges.holes(seq, end)):
             piece = payload[lo - seq: hi - seq]
@@ -910,6 +921,31 @@ class Connection:
             self._events.append(ev.DataReceived(delivered))
         if not self._ack_now:
             self._schedule_ack(now)
+
+    def _ack_before_sack_overflow(self, seq: int, end: int, now: float) -> None:
+        """ACK now if this segment would start one SACK block more than an ACK holds.
+
+        The receiver ACKs once per batch of arriving datagrams; at 5 % loss a
+        batch of 40 segments opens several holes, and blocks no ACK ever
+        reported look lost to the sender, which then resends data we hold.
+        """
+        news = self._sack_news
+        if news:
+            blocks = self._news_blocks()
+            if len(blocks) >= (3 if self._ts_ok else 4) and not any(
+                    lo <= end and seq <= hi for lo, hi in blocks):
+                self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
+        news.append(seq)
+
+    def _news_blocks(self) -> list[tuple[int, int]]:
+        """The blocks holding out-of-order data since our last ACK, newest first."""
+        out: list[tuple[int, int]] = []
+        at = self._ooo_ranges.range_at
+        for s in reversed(self._sack_news):
+            r = at(s)
+            if r is not None and r not in out:
+                out.append(r)
+        return out
 
     def _schedule_ack(self, now: float) -> None:
         """Delayed ACK: every second segment at once, else within ``delayed_ack``."""
@@ -1063,14 +1099,16 @@ class Connection:
         return tuple(opts)
 
     def _sack_blocks(self, limit: int) -> tuple:
-        ranges = list(self._ooo_ranges)
-        first = None
-        if self._last_ooo is not None:
-            for r in ranges:
-                if r[0] <= self._last_ooo[0] < r[1]:
-                    first = r
-                    break
-        ordered = ([first] if first else []) + [r for r in reversed(ranges) if r != first]
+        # RFC 2018 4: the block of the newest segment first, then every block
+        # that changed since the last ACK (_ack_before_sack_overflow keeps them
+        # within the limit), then the highest others.
+        ordered = self._news_blocks()
+        if not ordered and self._last_ooo is not None:
+            last = self._ooo_ranges.range_at(self._last_ooo[0])
+            if last is not None:
+                ordered.append(last)
+        if len(ordered) < limit:
+            ordered += [r for r in reversed(list(self._ooo_ranges)) if r not in ordered]
         return tuple((lo & MASK, hi & MASK) for lo, hi in ordered[:limit])
 
     def _emit_segment(self, seq: int, flags: int, payload: bytes, options: tuple) -> None:
@@ -1084,6 +1122,8 @@ class Connection:
                               self.rcv_nxt & MASK, flags, self._window_field(), 0, options,
                               payload)
             self._last_ack_sent = self.rcv_nxt
+            if self._sack_news:
+                self._sack_news.clear()
             self._ack_now = False
             self._ack_pending = False
             self._unacked_segments = 0
@@ -1197,7 +1237,7 @@ class Connection:
         if self._rtt_seq is not None and ack >= self._rtt_seq:
             self._rtt.sample(now - self._rtt_time)
             self._rtt_seq = None
-            self._sync_rtt_stats()
+            self._sync_rtt_stats(precise=True)
             return
         if self._ts_ok and self._rtt_seq is None:
             ts = _find_option(seg.options, OPT_TS)
@@ -1205,13 +1245,17 @@ class Connection:
                 delta = (self._ts_now(now) - ts[1]) & MASK
                 if delta < 60_000:
                     self._rtt.sample(delta / 1000.0)
-                    self._sync_rtt_stats()
+                    self._sync_rtt_stats(precise=False)
 
-    def _sync_rtt_stats(self) -> None:
+    def _sync_rtt_stats(self, *, precise: bool) -> None:
+        # The path-model RTTs (minimum, per round) take only the timed
+        # segment's microsecond samples: the timestamp echo ticks in
+        # milliseconds, so on a sub-millisecond path it reads 0 (clamped to
+        # 0.5 ms) or 1 ms, and a 1 ms sample would look like a standing queue.
         latest = self._rtt.latest
-        if latest and (not self._min_rtt or latest < self._min_rtt):
+        if precise and (not self._min_rtt or latest < self._min_rtt):
             self._min_rtt = latest
-        if latest and (not self._round_rtt or latest < self._round_rtt):
+        if precise and (not self._round_rtt or latest < self._round_rtt):
             self._round_rtt = latest
         st = self.stats
         st.srtt, st.rttvar, st.rto = self._rtt.srtt, self._rtt.rttvar, self._rtt.rto
@@ -1226,6 +1270,8 @@ class Connection:
         self._sacked.remove_below(ack)
         # Bytes this ACK delivered: those SACKed earlier were counted then.
         delivered = acked - (sacked_before - self._sacked.total)
+        self._count_delivered(delivered, ack, now)
+        self._rack_xmit = max(self._rack_xmit, self._sent_time(ack - 1))
         if ack >= self._round_end:
             if self._round_rtt:
                 self._veno_rtt = self._round_rtt
@@ -1238,7 +1284,6 @@ class Connection:
         self._tlp_fired = False
         if not self._sacked:
             self._rack_deadline = None
-        self._count_delivered(delivered, now)
         starts = self._xmit_starts
         head = self._xmit_head
         while head + 1 < len(starts) and starts[head + 1] <= ack:
@@ -1283,7 +1328,7 @@ class Connection:
                 self.cwnd += mss
         self.cwnd = min(self.cwnd, cap)
 
-    def _count_delivered(self, nbytes: int, now: float) -> None:
+    def _count_delivered(self, nbytes: int, upto: int, now: float) -> None:
         """Westwood+: one delivery-rate sample per RTT, low-pass filtered."""
         self._bw_bytes += nbytes
         dt = now - self._bw_t0
@@ -1377,7 +1422,9 @@ class Connection:
                     for c, d in list(lost.holes(a, b)):
                         lost.add(c, d)
             # A retransmission that should have been acknowledged by now was
-            # lost too: send it again instead of waiting for the RTO.
+            # lost too: send it again instead of waiting for the RTO.  Only if
+            # something sent after it has been delivered (RFC 8985's RACK.xmit_ts
+            # test): behind a growing queue it is late, not lost.
             for s, e in list(rtx_done):
                 if e <= lo:
                     continue
@@ -1385,7 +1432,7 @@ class Connection:
                     break
                 a, b = max(s, lo), min(e, hi)
                 t = rtx_time.get(a)
-                if t is not None and t <= deadline:
+                if t is not None and t <= deadline and t < self._rack_xmit:
                     rtx_done.remove(a, b)
                     for c, d in list(lost.holes(a, b)):
                         lost.add(c, d)

@@ -54,6 +54,13 @@ class RangeSet:
         self.total += (new_end - new_start) - old
         return (end - start) - covered
 
+    def range_at(self, point: int) -> tuple[int, int] | None:
+        """The range holding ``point``, if any."""
+        i = bisect.bisect_right(self._starts, point) - 1
+        if i >= 0 and point < self._ends[i]:
+            return self._starts[i], self._ends[i]
+        return None
+
     def remove_below(self, point: int) -> None:
         """Forget everything below ``point`` (e.g. once SND.UNA passes it)."""
         starts, ends = self._starts, self._ends
