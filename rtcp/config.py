@@ -129,10 +129,14 @@ class Config:
     close_timeout: float = 10.0
     #: Initial congestion window in segments (RFC 6928).
     initial_window: int = 10
-    #: How a loss sets ssthresh: ``"westwood"`` (Westwood+: the measured
-    #: delivery rate times the minimum RTT, so random loss on a fast path does
-    #: not halve the rate) or ``"newreno"`` (RFC 5681/6582: half the flight).
-    #: Both use NewReno/SACK fast recovery.
+    #: How the congestion window follows the path: ``"westwood"`` (a loss sets
+    #: ssthresh from the measured delivery rate times the minimum RTT, so
+    #: random loss on a fast path does not halve the rate), ``"newreno"`` (RFC
+    #: 5681/6582: half the flight), or ``"bbr"`` (opt-in: the window is twice
+    #: the path's bandwidth-delay product as BBR models it, and a loss is only
+    #: repaired; for paths with random loss -- it does not back off for a
+    #: shallow-buffered bottleneck or share fairly with loss-based flows, see
+    #: rtcp/core/model.py).  All use SACK/NewReno loss recovery.
     congestion_control: str = "westwood"
     #: Offer SACK (RFC 2018), window scaling and timestamps (RFC 7323).
     sack: bool = True
@@ -189,8 +193,8 @@ class Config:
         need(self.keepalive_count >= 1, "keepalive_count must be >= 1")
         need(self.backlog >= 1 and self.syn_backlog >= 1, "backlogs must be >= 1")
         need(self.initial_window >= 1, "initial_window must be >= 1")
-        need(self.congestion_control in ("westwood", "newreno"),
-             "congestion_control must be 'westwood' or 'newreno'")
+        need(self.congestion_control in ("westwood", "newreno", "bbr"),
+             "congestion_control must be 'westwood', 'newreno' or 'bbr'")
         need(self.challenge_ack_limit >= 1, "challenge_ack_limit must be >= 1")
         need(self.max_ooo_segments >= 1, "max_ooo_segments must be >= 1")
 

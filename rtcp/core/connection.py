@@ -23,6 +23,7 @@ from collections import deque
 from ..config import HEADER_SIZE, Config
 from ..segment import Segment, new_segment
 from . import events as ev
+from .model import PathModel
 from .ranges import RangeSet
 from .rto import RttEstimator
 from .sendbuf import SendBuffer
@@ -183,6 +184,11 @@ class Connection:
         self._round_end = 0
         self._round_rtt = 0.0
         self._veno_rtt = 0.0
+        # congestion_control="bbr": the path model, and this round's deliveries.
+        self._model = PathModel() if config.congestion_control == "bbr" else None
+        self._model_round_end = 0
+        self._round_bytes = 0
+        self._round_t0 = now
         self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self._rtt_seq: int | None = None  # Karn timing when timestamps are off
         self._rtt_time = 0.0
@@ -1313,12 +1319,16 @@ class Connection:
             self._in_recovery = False
             self._rtx_done.clear()
             self._rtx_time.clear()
+            if self._model is not None:
+                return  # the model sets the window (_count_delivered), not a loss
             self.cwnd = max(self.ssthresh, 2 * mss)
             # The ACK that ends recovery grows the window by what it newly
             # delivered, as Linux does once the state is back to Open; what
             # was SACKed during recovery does not count.
             acked = delivered
         cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
+        if self._model is not None:
+            return
         if self.cwnd < self.ssthresh:
             self.cwnd += min(acked, 2 * mss)
         else:
@@ -1329,7 +1339,31 @@ class Connection:
         self.cwnd = min(self.cwnd, cap)
 
     def _count_delivered(self, nbytes: int, upto: int, now: float) -> None:
-        """Westwood+: one delivery-rate sample per RTT, low-pass filtered."""
+        """Westwood+: one delivery-rate sample per RTT, low-pass filtered.
+
+        With the path model (BBR), every delivered byte -- cumulatively ACKed
+        or SACKed below ``upto`` -- also grows the window, as BBR does: by what
+        it delivered until the pipe is full, then up to 2 x BDP and no further.
+        The model's round trip ends when something sent after it began is
+        delivered, SACKed included: a hole that holds up the cumulative ACK
+        must not stretch one round over many.
+        """
+        model = self._model
+        if model is not None and nbytes > 0:
+            self._round_bytes += nbytes
+            if upto > self._model_round_end:
+                model.on_round(self._round_bytes, now - self._round_t0)
+                self._round_bytes, self._round_t0 = 0, now
+                self._model_round_end = self.snd_nxt
+            if self.cwnd:
+                mss = self._payload_room()
+                cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
+                cwnd = min(self.cwnd + nbytes, cap)
+                target = model.window(self._min_rtt, mss)
+                if target is not None:
+                    self.cwnd = min(cwnd, target)
+                elif model.growing:
+                    self.cwnd = cwnd
         self._bw_bytes += nbytes
         dt = now - self._bw_t0
         if dt >= max(self._rtt.srtt, 0.002):
@@ -1343,6 +1377,8 @@ class Connection:
         flight = self.snd_nxt - self.snd_una
         mss = self._payload_room()
         cwnd = self.cwnd
+        if self._model is not None:
+            return max(cwnd, 2 * mss)  # BBR: a loss is repaired, not obeyed
         if self.config.congestion_control == "westwood" and self._bwe and self._min_rtt:
             # TCP Veno's test: with (almost) no standing queue -- the last
             # round's RTT near the minimum -- a loss is random, not congestion,
