@@ -7,7 +7,7 @@ import random
 import pytest
 
 from rtcp.config import Config
-from rtcp.core.model import BW_WINDOW_ROUNDS, PathModel
+from rtcp.core.model import BW_WINDOW_ROUNDS, CEILING_BETA, PathModel
 from tests.simlink import LinkProfile, Pair
 
 MSS = 1000
@@ -42,9 +42,32 @@ def test_max_filter_forgets_after_its_window_and_floors_at_four_segments() -> No
     assert m.max_bw == pytest.approx(1e5)
 
 
-def _goodput(cc: str, loss: float) -> tuple[float, Pair]:
+def test_a_lossy_round_caps_the_window_and_clean_rounds_lift_the_cap() -> None:
+    m = PathModel()
+    for bw in (1e6, 2e6, 4e6, 4e6, 4e6, 4e6):
+        m.on_round(int(bw * 0.01), 0.01)
+    assert m.window(0.01, MSS) == 80_000
+    m.on_round(9_000, 0.01, lost=1_000, cwnd=80_000, mss=MSS)  # 10 %: random loss
+    assert m.inflight_hi is None and m.window(0.01, MSS) == 80_000
+    m.on_round(7_000, 0.01, lost=3_000, cwnd=80_000, mss=MSS)  # 30 %: an overflow
+    assert m.inflight_hi == int(CEILING_BETA * 80_000) == m.window(0.01, MSS)
+    m.on_round(40_000, 0.01, cwnd=68_000, mss=MSS)
+    assert m.window(0.01, MSS) == 68_000 + 68_000 // 16
+    for _ in range(30):
+        m.on_round(40_000, 0.01, cwnd=80_000, mss=MSS)
+    assert m.inflight_hi is None and m.window(0.01, MSS) == 80_000
+
+
+def test_loss_ceiling_ends_startup() -> None:
+    m = PathModel()
+    m.on_round(10_000, 0.01)
+    m.on_round(14_000, 0.01, lost=6_000, cwnd=40_000, mss=MSS)
+    assert m.filled and m.window(0.1, MSS) == int(CEILING_BETA * 40_000)
+
+
+def _goodput(cc: str, loss: float, queue: int = 200_000) -> tuple[float, Pair]:
     cfg = Config(congestion_control=cc, send_buffer=1 << 21, receive_buffer=1 << 21)
-    link = LinkProfile(loss=loss, delay=0.005, rate=10e6, queue=200_000)
+    link = LinkProfile(loss=loss, delay=0.005, rate=10e6, queue=queue)
     p = Pair(config_a=cfg, config_b=cfg, profile=link, seed=1)
     p.handshake()
     data = random.Random(1).randbytes(3_000_000)
@@ -69,6 +92,15 @@ def test_bbr_keeps_its_rate_under_random_loss_where_westwood_cannot() -> None:
     assert p.a.stats.timeouts == 0
     assert p.b.stats.duplicate_segments <= 0.1 * p.a.stats.segments_retransmitted
     assert p.a.cwnd <= 2.5 * 10e6 * 0.010
+
+
+def test_bbr_on_a_shallow_buffer_does_not_resend_everything() -> None:
+    # A queue of a fifth of the BDP: 2 x BDP overflows it on every round.  The
+    # loss ceiling caps the window near what the path holds (without it: 4.8
+    # MB/s, and as many segments resent as sent).
+    rate, p = _goodput("bbr", 0.0, queue=20_000)
+    assert rate > 7.5e6
+    assert p.a.stats.segments_retransmitted < 0.25 * 3_000_000 / p.a._payload_room()
 
 
 def test_bbr_after_an_rto_grows_back_to_the_model() -> None:

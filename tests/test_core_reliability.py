@@ -282,3 +282,30 @@ def test_path_rtts_come_from_microsecond_samples_only() -> None:
     a._sample_rtt_from(echo, a.snd_una, p.now + 0.0012)
     assert a._rtt.latest == 0.0005  # the RTO estimator does take it
     assert a._min_rtt == pytest.approx(0.0008, rel=0.01)
+
+
+def test_a_lost_retransmission_at_the_tail_is_resent_before_the_rto() -> None:
+    # The last segment of a burst is lost, then its retransmission too, and
+    # nothing is sent after it: no later delivery can show the retransmission
+    # lost (RACK's ordering test), so the path going quiet for two reorder
+    # windows does -- well before the RTO, which would collapse the window.
+    cfg = FAST.replace(min_rto=0.2)  # the default (Linux's)
+    p = Pair(profile=LinkProfile(delay=0.01), config_a=cfg, config_b=cfg)
+    p.handshake()
+    p.transfer(blob(100_000), b"", close=False)
+    room = p.a._payload_room()
+    data = blob(20 * room, 8)
+    doomed = p.a.snd_nxt + 18 * room
+    copies = []
+
+    def drop(src: str, seg) -> bool:
+        if src == "A>B" and seg.payload and unwrap(seg.seq, doomed) == doomed:
+            copies.append(p.now)
+            return len(copies) > 2
+        return True
+
+    p.drop = drop
+    got, _ = p.transfer(data, b"", close=False)
+    assert got == data and len(copies) == 3
+    assert p.a.stats.timeouts == 0
+    assert copies[2] - copies[1] < p.a._rtt.rto

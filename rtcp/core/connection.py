@@ -167,13 +167,19 @@ class Connection:
         self._xmit_starts: list[int] = []
         self._xmit_times: list[float] = []
         self._xmit_head = 0
-        self._rtx_time: dict[int, float] = {}
+        # When each retransmitted range was last sent: an interval map, the
+        # entry at _rtx_starts[i] covering up to the next start (within
+        # _rtx_done), so a range later split by SACKs keeps its time.
+        self._rtx_starts: list[int] = []
+        self._rtx_times: list[float] = []
         self._tlp_deadline: float | None = None
         self._tlp_fired = False
         self._rack_deadline: float | None = None
-        # RACK.xmit_ts (RFC 8985): when the latest-sent segment known to be
-        # delivered was sent (its first transmission: a lower bound).
+        # RACK.xmit_ts and RACK.end_seq (RFC 8985): when the latest-sent
+        # segment known to be delivered was sent, and where it ended.
         self._rack_xmit = 0.0
+        self._rack_end = 0
+        self._last_xmit = now  # when data was last sent, first or again
         # Westwood+ delivery-rate estimate (bytes/s) and minimum RTT.
         self._bwe = 0.0
         self._bw_bytes = 0
@@ -187,6 +193,7 @@ class Connection:
         # congestion_control="bbr": the path model, and this round's deliveries.
         self._model = PathModel() if config.congestion_control == "bbr" else None
         self._model_round_end = 0
+        self._round_rtx = 0  # stats.bytes_retransmitted when the model round began
         self._round_bytes = 0
         self._round_t0 = now
         self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
@@ -819,7 +826,7 @@ class Connection:
                                     or self._sacked.touches(lo, hi)):
                         newly = self._sacked.add(lo, hi)
                         if newly:
-                            self._rack_xmit = max(self._rack_xmit, self._sent_time(hi - 1))
+                            self._rack_update(hi, now)
                         self._count_delivered(newly, hi, now)
         if self.snd_nxt > self.snd_una:
             self._detect_loss(now)
@@ -1072,11 +1079,16 @@ class Connection:
             if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = hi, now
         stats = self.stats
+        self._last_xmit = now
         if not retransmit:
             self._xmit_starts.append(lo)
             self._xmit_times.append(now)
         else:
-            self._rtx_time[lo] = now
+            starts, times = self._rtx_starts, self._rtx_times
+            i = bisect.bisect_left(starts, lo)
+            j = bisect.bisect_left(starts, hi, i)
+            starts[i:j] = [lo]
+            times[i:j] = [now]
             if self._rack_deadline is None:  # time this retransmission too
                 self._rack_deadline = now + self._reorder_time()
         if retransmit:
@@ -1267,6 +1279,7 @@ class Connection:
         st.srtt, st.rttvar, st.rto = self._rtt.srtt, self._rtt.rttvar, self._rtt.rto
 
     def _ack_advance(self, ack: int, now: float) -> None:
+        self._rack_update(ack, now)
         acked = ack - self.snd_una
         self.snd_una = ack
         if ack > self._sndbuf.start and self._sndbuf:
@@ -1277,7 +1290,6 @@ class Connection:
         # Bytes this ACK delivered: those SACKed earlier were counted then.
         delivered = acked - (sacked_before - self._sacked.total)
         self._count_delivered(delivered, ack, now)
-        self._rack_xmit = max(self._rack_xmit, self._sent_time(ack - 1))
         if ack >= self._round_end:
             if self._round_rtt:
                 self._veno_rtt = self._round_rtt
@@ -1285,6 +1297,10 @@ class Connection:
             self._round_end = self.snd_nxt
         self._lost.remove_below(ack)
         self._rtx_done.remove_below(ack)
+        if self._rtx_starts:
+            j = bisect.bisect_right(self._rtx_starts, ack) - 1
+            if j > 0:
+                del self._rtx_starts[:j], self._rtx_times[:j]
         self._dupacks = 0
         self._tlp_deadline = None
         self._tlp_fired = False
@@ -1317,8 +1333,9 @@ class Connection:
                     self._lost.add(self.snd_una, hi)
                 return
             self._in_recovery = False
-            self._rtx_done.clear()
-            self._rtx_time.clear()
+            # Retransmissions still in flight stay recorded (and timed): the
+            # next round's SACKs would otherwise find their holes and send them
+            # a third time.  RACK's xmit_ts test re-marks the ones really lost.
             if self._model is not None:
                 return  # the model sets the window (_count_delivered), not a loss
             self.cwnd = max(self.ssthresh, 2 * mss)
@@ -1352,8 +1369,10 @@ class Connection:
         if model is not None and nbytes > 0:
             self._round_bytes += nbytes
             if upto > self._model_round_end:
-                model.on_round(self._round_bytes, now - self._round_t0)
-                self._round_bytes, self._round_t0 = 0, now
+                rtx = self.stats.bytes_retransmitted
+                model.on_round(self._round_bytes, now - self._round_t0, rtx - self._round_rtx,
+                               self.cwnd, self._payload_room())
+                self._round_bytes, self._round_t0, self._round_rtx = 0, now, rtx
                 self._model_round_end = self.snd_nxt
             if self.cwnd:
                 mss = self._payload_room()
@@ -1404,6 +1423,31 @@ class Connection:
         srtt = self._rtt.srtt
         return srtt + max(srtt / 4, 0.001)
 
+    def _rack_before(self, sent: float, end: int) -> bool:
+        """Was data sent at ``sent`` and ending at ``end`` sent before the latest
+        delivered segment (RFC 8985's RACK_sent_after, end sequence breaking ties)?"""
+        return sent < self._rack_xmit or (sent == self._rack_xmit and end <= self._rack_end)
+
+    def _rack_update(self, end: int, now: float) -> None:
+        """Data up to ``end`` was just delivered: advance RACK.xmit_ts / end_seq.
+
+        A retransmitted segment counts by its retransmission, unless the ACK
+        came sooner than the minimum RTT after it: then it acknowledges the
+        original (RFC 8985 6.2).
+        """
+        t = self._sent_time(end - 1)
+        if self._rtx_done.contains(end - 1, end):
+            tr = self._rtx_sent(end - 1)
+            if tr is not None and now - tr >= self._min_rtt:
+                t = max(t, tr)
+        if t > self._rack_xmit or (t == self._rack_xmit and end > self._rack_end):
+            self._rack_xmit, self._rack_end = t, end
+
+    def _rtx_sent(self, seq: int) -> float | None:
+        """When the retransmission holding ``seq`` was sent (None: not found)."""
+        i = bisect.bisect_right(self._rtx_starts, seq) - 1
+        return self._rtx_times[i] if i >= 0 else None
+
     def _sent_time(self, seq: int) -> float:
         starts = self._xmit_starts
         i = bisect.bisect_right(starts, seq, self._xmit_head) - 1
@@ -1437,8 +1481,14 @@ class Connection:
         if not sacked:
             return
         # RFC 6675 IsLost (DupThresh segments SACKed above a hole), or RACK's
-        # rule: sent more than an RTT plus a reordering allowance ago.
-        lost, rtx_done, rtx_time = self._lost, self._rtx_done, self._rtx_time
+        # rule: sent more than an RTT plus a reordering allowance ago.  A
+        # retransmission also needs something sent after it delivered (it may
+        # wait behind a growing queue) -- or the path gone quiet: nothing sent
+        # for twice that time.  A lost one at the tail of a recovery would
+        # otherwise wait for the RTO, and the RTO collapses the window.
+        stale = now - 2 * self._reorder_time()
+        lost, rtx_done = self._lost, self._rtx_done
+        rtx_starts, rtx_times = self._rtx_starts, self._rtx_times
         top = sacked.last_end or self.snd_una
         holes = list(sacked.holes(self.snd_una, top))
         # SACKed bytes above each hole, in one pass from the top (not per hole).
@@ -1467,24 +1517,37 @@ class Connection:
                 if s >= hi:
                     break
                 a, b = max(s, lo), min(e, hi)
-                t = rtx_time.get(a)
-                if t is not None and t <= deadline and t < self._rack_xmit:
-                    rtx_done.remove(a, b)
-                    for c, d in list(lost.holes(a, b)):
-                        lost.add(c, d)
+                i = max(bisect.bisect_right(rtx_starts, a) - 1, 0)
+                while i < len(rtx_starts) and rtx_starts[i] < b:
+                    c = max(rtx_starts[i], a)
+                    d = min(rtx_starts[i + 1], b) if i + 1 < len(rtx_starts) else b
+                    t = rtx_times[i]
+                    i += 1
+                    if c < d and t <= deadline and (self._rack_before(t, d)
+                                                    or self._last_xmit <= stale):
+                        rtx_done.remove(c, d)
+                        for x, y in list(lost.holes(c, d)):
+                            lost.add(x, y)
         self._arm_rack(now)
 
     def _arm_rack(self, now: float) -> None:
         """Time the earliest hole that is not yet lost but will be if no ACK comes."""
         earliest: float | None = None
         sacked, lost, rtx_done = self._sacked, self._lost, self._rtx_done
+        reo = self._reorder_time()
         for lo, hi in sacked.holes(self.snd_una, sacked.last_end or self.snd_una):
-            for a, _b in lost.holes(lo, hi):
-                t = self._rtx_time.get(a) if rtx_done.contains(a, a + 1) else self._sent_time(a)
+            for a, b in lost.holes(lo, hi):
+                if rtx_done.contains(a, a + 1):
+                    t = self._rtx_sent(a)
+                    if t is not None:
+                        # Ordered after a delivery: RACK's time.  Else once
+                        # nothing at all has been sent for twice that.
+                        t = t + reo if self._rack_before(t, b) else self._last_xmit + 2 * reo
+                else:
+                    t = self._sent_time(a) + reo
                 if t is not None and (earliest is None or t < earliest):
                     earliest = t
-        self._rack_deadline = None if earliest is None else max(
-            earliest + self._reorder_time(), now + 0.0005)
+        self._rack_deadline = None if earliest is None else max(earliest, now + 0.0005)
 
     def _on_tlp(self, now: float) -> None:
         """Tail loss probe: resend the last segment so its SACK reveals holes."""
@@ -1518,7 +1581,8 @@ class Connection:
         mss = self._payload_room()
         self.ssthresh = self._loss_ssthresh()
         self.cwnd = mss
-        self._rtx_time.clear()
+        self._rtx_starts.clear()
+        self._rtx_times.clear()
         self._tlp_deadline = None
         self._ca_acc = 0
         self._in_recovery = False
