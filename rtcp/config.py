@@ -134,9 +134,9 @@ class Config:
     #: random loss on a fast path does not halve the rate), ``"newreno"`` (RFC
     #: 5681/6582: half the flight), or ``"bbr"`` (opt-in: the window is twice
     #: the path's bandwidth-delay product as BBR models it, and a loss is only
-    #: repaired; for paths with random loss -- it does not back off for a
-    #: shallow-buffered bottleneck or share fairly with loss-based flows, see
-    #: rtcp/core/model.py).  All use SACK/NewReno loss recovery.
+    #: repaired, up to a 20 % loss ceiling; for paths with random loss -- it
+    #: takes more than a fair share from loss-based flows, and without SACK it
+    #: runs westwood; see rtcp/core/model.py).  All use SACK/NewReno recovery.
     congestion_control: str = "westwood"
     #: Offer SACK (RFC 2018), window scaling and timestamps (RFC 7323).
     sack: bool = True

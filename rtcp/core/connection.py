@@ -194,6 +194,7 @@ class Connection:
         self._model = PathModel() if config.congestion_control == "bbr" else None
         self._model_round_end = 0
         self._round_rtx = 0  # stats.bytes_retransmitted when the model round began
+        self._round_app_limited = False  # the application left the window unfilled
         self._round_bytes = 0
         self._round_t0 = now
         self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
@@ -215,9 +216,11 @@ class Connection:
         self._ooo: dict[int, bytes] = {}
         self._ooo_ranges = RangeSet()
         self._last_ooo: tuple[int, int] | None = None
-        # Starts of the out-of-order segments since our last ACK (oldest
-        # first): their blocks lead the next ACK's SACK option.
+        # A point in each block that out-of-order data joined since our last
+        # ACK (oldest first): those blocks lead the next ACK's SACK option.
         self._sack_news: list[int] = []
+        # A point in each block our last SACK option reported: repeated next.
+        self._sack_sent: list[int] = []
         self._peer_fin_seq: int | None = None
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._wnd_key: tuple = ()
@@ -942,13 +945,20 @@ class Connection:
         batch of 40 segments opens several holes, and blocks no ACK ever
         reported look lost to the sender, which then resends data we hold.
         """
-        news = self._sack_news
-        if news:
-            blocks = self._news_blocks()
-            if len(blocks) >= (3 if self._ts_ok else 4) and not any(
-                    lo <= end and seq <= hi for lo, hi in blocks):
-                self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
-        news.append(seq)
+        # One entry per block (the newest segment's start stands for the block
+        # it joins), so this costs O(blocks per ACK), not O(segments).
+        at = self._ooo_ranges.range_at
+        kept = []
+        for s in self._sack_news:
+            r = at(s)
+            if r is not None and not (r[0] <= end and seq <= r[1]):
+                kept.append(s)
+        if len(kept) == len(self._sack_news) and len(self._news_blocks()) >= (
+                3 if self._ts_ok else 4):
+            self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
+            kept = []
+        kept.append(seq)
+        self._sack_news = kept
 
     def _news_blocks(self) -> list[tuple[int, int]]:
         """The blocks holding out-of-order data since our last ACK, newest first."""
@@ -1027,6 +1037,9 @@ class Connection:
                     hi += 1
                 self._send_range(self.snd_nxt, hi, now, retransmit=False, options=opts)
                 sent_any = True
+            if self._model is not None and self.snd_nxt == data_end \
+                    and self._pipe() + room <= self.cwnd:
+                self._round_app_limited = True
             # 3. FIN once all data is out (alone: no data was left to carry it)
             if (self._fin_queued and self._fin_seq is None
                     and self.snd_nxt == self._sndbuf.end):
@@ -1119,15 +1132,23 @@ class Connection:
     def _sack_blocks(self, limit: int) -> tuple:
         # RFC 2018 4: the block of the newest segment first, then every block
         # that changed since the last ACK (_ack_before_sack_overflow keeps them
-        # within the limit), then the highest others.
+        # within the limit), then those the last ACK reported (so one lost ACK
+        # does not hide a block for good), then the highest others.
+        at = self._ooo_ranges.range_at
         ordered = self._news_blocks()
         if not ordered and self._last_ooo is not None:
-            last = self._ooo_ranges.range_at(self._last_ooo[0])
+            last = at(self._last_ooo[0])
             if last is not None:
                 ordered.append(last)
+        for s in self._sack_sent:
+            r = at(s)
+            if r is not None and r not in ordered:
+                ordered.append(r)
         if len(ordered) < limit:
             ordered += [r for r in reversed(list(self._ooo_ranges)) if r not in ordered]
-        return tuple((lo & MASK, hi & MASK) for lo, hi in ordered[:limit])
+        del ordered[limit:]
+        self._sack_sent = [lo for lo, _hi in ordered]
+        return tuple((lo & MASK, hi & MASK) for lo, hi in ordered)
 
     def _emit_segment(self, seq: int, flags: int, payload: bytes, options: tuple) -> None:
         """Build one segment; every non-RST segment carries our current ACK."""
@@ -1242,6 +1263,10 @@ class Connection:
             self.stats.rto = self._rtt.rto
         self.cwnd = self.config.initial_window * self._payload_room()
         self.stats.mss = self._payload_room()
+        if not self._sack_ok:
+            # The model's rounds and loss repair need SACK: without it one hole
+            # stretches a round over many RTTs and an RTO resends 2 x BDP.
+            self._model = None
         self._set_state(S.ESTABLISHED)
         self._events.append(ev.Connected())
         if self.config.keepalive_idle is not None:
@@ -1256,6 +1281,8 @@ class Connection:
             self._rtt.sample(now - self._rtt_time)
             self._rtt_seq = None
             self._sync_rtt_stats(precise=True)
+            if self._model is not None:
+                self._model.on_rtt(self._rtt.latest, now)
             return
         if self._ts_ok and self._rtt_seq is None:
             ts = _find_option(seg.options, OPT_TS)
@@ -1343,9 +1370,9 @@ class Connection:
             # delivered, as Linux does once the state is back to Open; what
             # was SACKed during recovery does not count.
             acked = delivered
-        cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
         if self._model is not None:
             return
+        cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
         if self.cwnd < self.ssthresh:
             self.cwnd += min(acked, 2 * mss)
         else:
@@ -1371,14 +1398,15 @@ class Connection:
             if upto > self._model_round_end:
                 rtx = self.stats.bytes_retransmitted
                 model.on_round(self._round_bytes, now - self._round_t0, rtx - self._round_rtx,
-                               self.cwnd, self._payload_room())
+                               self.cwnd, self._payload_room(), self._round_app_limited, now)
+                self._round_app_limited = False
                 self._round_bytes, self._round_t0, self._round_rtx = 0, now, rtx
                 self._model_round_end = self.snd_nxt
             if self.cwnd:
                 mss = self._payload_room()
                 cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
                 cwnd = min(self.cwnd + nbytes, cap)
-                target = model.window(self._min_rtt, mss)
+                target = model.window(mss)
                 if target is not None:
                     self.cwnd = min(cwnd, target)
                 elif model.growing:
@@ -1398,7 +1426,7 @@ class Connection:
         cwnd = self.cwnd
         if self._model is not None:
             return max(cwnd, 2 * mss)  # BBR: a loss is repaired, not obeyed
-        if self.config.congestion_control == "westwood" and self._bwe and self._min_rtt:
+        if self.config.congestion_control != "newreno" and self._bwe and self._min_rtt:
             # TCP Veno's test: with (almost) no standing queue -- the last
             # round's RTT near the minimum -- a loss is random, not congestion,
             # and costs at most 10%.  Less if Westwood+'s pipe estimate (the
