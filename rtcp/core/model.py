@@ -15,8 +15,9 @@ window (a bottleneck whose queue is shorter than a BDP overflows on every round
 at 2 x BDP), and clean rounds lift the cap again.  The minimum RTT is the
 model's own and expires, as BBR's does: after MIN_RTT_EXPIRY seconds without a
 new minimum, or sooner when every sample of BW_WINDOW_ROUNDS rounds ran
-RTT_INFLATION times above it (the path's delay grew: a route change), the
-window drops to 4 segments for PROBE_RTT_TIME to measure the path empty again.
+RTT_INFLATION times above it while the rate fell (the path's delay grew: a
+route change), the window drops to 4 segments for PROBE_RTT_TIME to measure
+the path empty again.
 Rounds in which the application, not the window, limited sending only raise
 the rate estimate, never lower it.  Not modelled: pacing.  It needs SACK (a
 connection without it runs the default, Westwood+), and it takes more than a
@@ -45,6 +46,9 @@ CEILING_BETA = 0.85
 MIN_RTT_EXPIRY = 10.0
 PROBE_RTT_TIME = 0.2
 RTT_INFLATION = 2.5
+#: ... while the rate stays below this share of the best: a queue of our own
+#: raises the delay but not at the cost of the rate.
+RATE_DROP = 0.8
 
 
 class PathModel:
@@ -112,17 +116,20 @@ class PathModel:
             self.inflight_hi += max(mss, self.inflight_hi // 16)  # probe upwards
             if self.inflight_hi > 2 * cwnd:
                 self.inflight_hi = None  # far above the window: no longer a cap
+        sample = delivered / duration if duration > 0.0 and delivered > 0 else 0.0
         if self._round_min and self.min_rtt and self._probe_until is None:
-            if self._round_min > RTT_INFLATION * self.min_rtt and not app_limited:
+            # A longer path, not our own queue: the delay grew and the rate
+            # fell with it (our queue raises the delay at the same rate).
+            if (self._round_min > RTT_INFLATION * self.min_rtt and not app_limited
+                    and sample < RATE_DROP * self.max_bw):
                 self._inflated += 1
                 if self.filled and self._inflated >= BW_WINDOW_ROUNDS:
                     self._start_probe(now)
             else:
                 self._inflated = 0
         self._round_min = 0.0
-        if duration <= 0.0 or delivered <= 0:
+        if not sample:
             return
-        sample = delivered / duration
         if app_limited and sample < self.max_bw:
             return  # says what the application offered, not what the path carries
         self._samples.append(sample)
