@@ -1306,7 +1306,8 @@ class Connection:
         st.srtt, st.rttvar, st.rto = self._rtt.srtt, self._rtt.rttvar, self._rtt.rto
 
     def _ack_advance(self, ack: int, now: float) -> None:
-        self._rack_update(ack, now)
+        if self._sacked or self._rtx_done:  # RACK's clock matters only with holes
+            self._rack_update(ack, now)
         acked = ack - self.snd_una
         self.snd_una = ack
         if ack > self._sndbuf.start and self._sndbuf:
