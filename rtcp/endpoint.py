@@ -22,7 +22,7 @@ import trio
 from . import segment as codec
 from .config import DEFAULT_CONFIG, Config
 from .core import events as ev
-from .core.connection import ACK, FIN, RST, SYN, Connection, State, reset_for
+from .core.connection import ACK, FIN, RST, SYN, Connection, S, reset_for
 from .core.cookies import PERIOD as COOKIE_PERIOD
 from .core.cookies import check_cookie, make_cookie, may_be_cookie
 from .core.isn import initial_sequence_number, timestamp_offset
@@ -170,7 +170,7 @@ class Endpoint:
     def has_connection(self, addr: tuple, remote_port: int) -> bool:
         """Whether a live (not TIME_WAIT) connection to ``addr`` uses this socket."""
         slot = self._slots.get((*_addr_key(addr), self.local_port, remote_port))
-        return slot is not None and slot.conn.state is not State.TIME_WAIT
+        return slot is not None and slot.conn.state is not S.TIME_WAIT
 
     def connect(self, addr: tuple, config: Config) -> Slot:
         """Start an active open to ``addr`` (port in the header = UDP port)."""
@@ -180,7 +180,7 @@ class Endpoint:
         key = (*_addr_key(addr), self.local_port, remote_port)
         old = self._slots.get(key)
         if old is not None:
-            if old.conn.state is not State.TIME_WAIT:
+            if old.conn.state is not S.TIME_WAIT:
                 raise OSError(f"a connection to {addr} from this port already exists")
             self._forget(old, close_idle=False)  # reuse TIME_WAIT's 4-tuple (tcp_tw_reuse)
             self.stats.time_wait_reused += 1
@@ -228,10 +228,10 @@ class Endpoint:
                 slot.conn.abort(now)
                 self.kick(slot)
         for slot in list(self._slots.values()):
-            if slot.from_listener and not slot.queued and slot.conn.state is State.SYN_RECEIVED:
+            if slot.from_listener and not slot.queued and slot.conn.state is S.SYN_RECEIVED:
                 slot.conn.abort(now)
                 self.kick(slot)
-            elif slot.conn.state is State.TIME_WAIT and not slot.stream_open:
+            elif slot.conn.state is S.TIME_WAIT and not slot.stream_open:
                 # Like SO_REUSEADDR: a closed listener's port is free at once,
                 # not after 2 MSL of TIME_WAIT.
                 self._forget(slot, close_idle=False)
@@ -262,7 +262,7 @@ class Endpoint:
     def release(self, slot: Slot) -> None:
         """The stream object is done with ``slot``; the endpoint finishes it."""
         slot.stream_open = False
-        if slot.conn.state is State.CLOSED:
+        if slot.conn.state is S.CLOSED:
             self._forget(slot)
 
     def close(self) -> None:
@@ -342,13 +342,13 @@ class Endpoint:
             elif isinstance(e, ev.ConnectionClosed):
                 if not slot.stream_open:
                     self._forget(slot)
-        if slot.conn.state is State.CLOSED and not slot.stream_open:
+        if slot.conn.state is S.CLOSED and not slot.stream_open:
             self._forget(slot)
 
     def _forget(self, slot: Slot, close_idle: bool = True) -> None:
         if self._slots.get(slot.key) is slot:
             del self._slots[slot.key]
-            if slot.from_listener and slot.conn.state is State.SYN_RECEIVED:
+            if slot.from_listener and slot.conn.state is S.SYN_RECEIVED:
                 self._half_open -= 1
             if close_idle:
                 self._maybe_close()
@@ -363,7 +363,7 @@ class Endpoint:
         tracer = self.tracer
         encode = codec.encode
         limited = slot is not None and slot.from_listener and \
-            slot.conn.state is State.SYN_RECEIVED
+            slot.conn.state is S.SYN_RECEIVED
         out: list[bytes] = []
         stats = self.stats
         for seg in segs:
@@ -434,14 +434,14 @@ class Endpoint:
             self._trace("on_segment", now, "in", local, addr, seg)
         if slot is not None:
             state = slot.conn.state
-            if state is State.CLOSED:
+            if state is S.CLOSED:
                 self._forget(slot)  # finished; its stream object may linger
-            elif state is State.TIME_WAIT and self._listen is not None \
+            elif state is S.TIME_WAIT and self._listen is not None \
                     and not self._listen.closed and slot.conn.syn_may_reopen(seg):
                 self._forget(slot)
                 self.stats.time_wait_reused += 1
             else:
-                if slot.from_listener and state is State.SYN_RECEIVED:
+                if slot.from_listener and state is S.SYN_RECEIVED:
                     adopted = self._cookie_supersedes(slot, seg, addr, key, now)
                     if adopted is not None:
                         return adopted

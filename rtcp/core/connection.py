@@ -70,7 +70,27 @@ class State(enum.StrEnum):
     TIME_WAIT = "TIME_WAIT"
 
 
-S = State
+class S:
+    """The :class:`State` members as plain class attributes, for the hot paths.
+
+    On Python 3.11 ``State.X`` goes through ``EnumType.__getattr__`` (a Python
+    call: about 860 instructions, some 80 times per connection); ``S.X`` is an
+    ordinary class attribute.
+    """
+
+    CLOSED = State.CLOSED
+    LISTEN = State.LISTEN
+    SYN_SENT = State.SYN_SENT
+    SYN_RECEIVED = State.SYN_RECEIVED
+    ESTABLISHED = State.ESTABLISHED
+    FIN_WAIT_1 = State.FIN_WAIT_1
+    FIN_WAIT_2 = State.FIN_WAIT_2
+    CLOSE_WAIT = State.CLOSE_WAIT
+    CLOSING = State.CLOSING
+    LAST_ACK = State.LAST_ACK
+    TIME_WAIT = State.TIME_WAIT
+
+
 SYNCHRONIZED = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT,
                           S.CLOSING, S.LAST_ACK, S.TIME_WAIT})
 #: States in which we may still send data we have queued.
@@ -79,6 +99,15 @@ SENDING = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAS
 RECEIVING = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 #: States in which our FIN has been queued or sent.
 FIN_STATES = frozenset({S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT})
+
+#: Events are immutable: the field-less ones, and every state change, are made
+#: once here rather than per connection (a frozen dataclass's __init__ is slow).
+_CONNECTED = ev.Connected()
+_CONNECTION_CLOSED = ev.ConnectionClosed()
+_EOF_RECEIVED = ev.EofReceived()
+_SEND_SPACE = ev.SendSpaceAvailable()
+_STATE_CHANGED = {(old, new): ev.StateChanged(old.value, new.value)
+                  for old in State for new in State if old is not new}
 
 
 class ConnectionStateError(Exception):
@@ -107,6 +136,31 @@ def _wscale_for(buffer: int) -> int:
 
 class Connection:
     """One TCP connection's protocol state.  See the module docstring."""
+
+    # Slots: with ~100 attributes an instance dict outgrows CPython's shared-key
+    # dicts, so every attribute access took the slow path and __init__ resized
+    # the dict several times.  "__dict__" keeps arbitrary attributes working
+    # (tests patch methods on instances).
+    __slots__ = (
+        "_ack_now", "_ack_pending", "_bw_bytes", "_bw_t0", "_bwe", "_ca_acc", "_chack_count",
+        "_chack_window", "_connect_deadline", "_cork_deadline", "_cork_spent", "_created",
+        "_delack_deadline", "_dupacks", "_events", "_fin_queued", "_fin_seq", "_icmp_counted",
+        "_icmp_probe_deadline", "_icmp_rounds", "_icmp_since", "_icmp_strikes",
+        "_in_recovery", "_ka_deadline", "_ka_probes", "_last_ack_sent", "_last_ooo",
+        "_last_recv_time", "_lost", "_max_datagram", "_max_snd_wnd", "_min_rtt", "_ooo",
+        "_ooo_ranges", "_orphan_deadline", "_out", "_passive", "_peer_fin_seq", "_peer_mss",
+        "_peer_sent_options", "_persist_backoff", "_persist_deadline", "_progress_time",
+        "_rack_deadline", "_rcv_adv", "_rcv_bytes", "_rcv_off", "_rcv_wscale", "_rcvbuf",
+        "_reader_closed", "_recover", "_round_end", "_round_rtt", "_rto_deadline", "_rtt",
+        "_rtt_seq", "_rtt_time", "_rtx_done", "_rtx_force", "_rtx_time", "_sack_ok",
+        "_sacked", "_snd_wl1", "_snd_wl2", "_snd_wscale", "_snd_wscale_offered", "_sndbuf",
+        "_timewait_deadline", "_tlp_deadline", "_tlp_fired", "_ts_offset", "_ts_ok",
+        "_ts_recent", "_ts_recent_valid", "_unacked_segments", "_veno_rtt", "_wnd_field",
+        "_wnd_key", "_xmit_head", "_xmit_starts", "_xmit_times", "config", "cwnd",
+        "eof_received", "error", "irs", "iss", "local_port", "mss", "rcv_nxt", "remote_port",
+        "snd_nxt", "snd_una", "snd_wnd", "ssthresh", "state", "stats",
+        "__dict__", "__weakref__",
+    )
 
     def __init__(
         self,
@@ -855,7 +909,7 @@ class Connection:
             self._rcv_adv = max(self._rcv_adv, self.rcv_nxt)
             self.eof_received = True
             self._ack_now = True
-            self._events.append(ev.EofReceived())
+            self._events.append(_EOF_RECEIVED)
             if st is S.ESTABLISHED:
                 self._set_state(S.CLOSE_WAIT)
             elif st is S.FIN_WAIT_1:
@@ -1185,7 +1239,7 @@ class Connection:
         self.cwnd = self.config.initial_window * self._payload_room()
         self.stats.mss = self._payload_room()
         self._set_state(S.ESTABLISHED)
-        self._events.append(ev.Connected())
+        self._events.append(_CONNECTED)
         if self.config.keepalive_idle is not None:
             self._ka_deadline = self._last_recv_time + self.config.keepalive_idle
 
@@ -1221,7 +1275,7 @@ class Connection:
         self.snd_una = ack
         if ack > self._sndbuf.start and self._sndbuf:
             self._sndbuf.release(ack)
-            self._events.append(ev.SendSpaceAvailable())
+            self._events.append(_SEND_SPACE)
         sacked_before = self._sacked.total
         self._sacked.remove_below(ack)
         # Bytes this ACK delivered: those SACKed earlier were counted then.
@@ -1543,7 +1597,7 @@ class Connection:
         old = self.state
         if old is not new:
             self.state = new
-            self._events.append(ev.StateChanged(old.value, new.value))
+            self._events.append(_STATE_CHANGED[old, new])
 
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(S.TIME_WAIT)
@@ -1564,7 +1618,7 @@ class Connection:
         self.snd_una = self.snd_nxt  # nothing outstanding any more
         if self.state is not S.CLOSED:
             self._set_state(S.CLOSED)
-            self._events.append(ev.ConnectionClosed())
+            self._events.append(_CONNECTION_CLOSED)
 
     def _fail(self, event: ev.Event) -> None:
         self.error = event
