@@ -25,7 +25,7 @@ from .core import events as ev
 from .core.connection import ACK, FIN, RST, SYN, Connection, S, reset_for
 from .core.cookies import PERIOD as COOKIE_PERIOD
 from .core.cookies import check_cookie, make_cookie, may_be_cookie
-from .core.isn import initial_sequence_number, timestamp_offset
+from .core.isn import isn_and_ts_offset, timestamp_offset
 from .segment import ChecksumError, Segment, SegmentError
 from .transport import DatagramTransport
 
@@ -199,10 +199,9 @@ class Endpoint:
         # our header port is the port it sends to, not our socket's.
         local = (self.local_address[0], local_port)
         remote = (addr[0], remote_port)
-        return Connection(config, local_port, remote_port,
-                          iss=initial_sequence_number(self._secret, local, remote, now),
-                          now=now, max_datagram=self.max_datagram_for(addr, config),
-                          ts_offset=timestamp_offset(self._secret, local, remote))
+        iss, ts_offset = isn_and_ts_offset(self._secret, local, remote, now)
+        return Connection(config, local_port, remote_port, iss=iss, now=now,
+                          max_datagram=self.max_datagram_for(addr, config), ts_offset=ts_offset)
 
     def listen(self, config: Config) -> None:
         """Start accepting SYNs on this socket (one listener per endpoint)."""
