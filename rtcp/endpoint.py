@@ -22,10 +22,10 @@ import trio
 from . import segment as codec
 from .config import DEFAULT_CONFIG, Config
 from .core import events as ev
-from .core.connection import ACK, FIN, RST, SYN, Connection, State, reset_for
+from .core.connection import ACK, FIN, RST, SYN, Connection, S, reset_for
 from .core.cookies import PERIOD as COOKIE_PERIOD
 from .core.cookies import check_cookie, make_cookie, may_be_cookie
-from .core.isn import initial_sequence_number, timestamp_offset
+from .core.isn import isn_and_ts_offset, timestamp_offset
 from .segment import ChecksumError, Segment, SegmentError
 from .transport import DatagramTransport
 
@@ -82,7 +82,7 @@ class EndpointStats:
 class Slot:
     """An endpoint's record of one connection (lives until CLOSED)."""
 
-    __slots__ = ("conn", "key", "addr", "lot", "timer_at", "from_listener", "queued",
+    __slots__ = ("conn", "key", "addr", "lot", "timer_at", "alarm_at", "from_listener", "queued",
                  "stream_open", "budget", "__weakref__")
 
     def __init__(self, conn: Connection, key: tuple, addr: tuple, from_listener: bool) -> None:
@@ -92,6 +92,9 @@ class Slot:
         #: Woken whenever anything about the connection changes.
         self.lot = trio.lowlevel.ParkingLot()
         self.timer_at: float | None = None
+        #: When the endpoint wakes the lot's waiters although nothing changed
+        #: (see Endpoint.wake_at); None: no such alarm.
+        self.alarm_at: float | None = None
         self.from_listener = from_listener
         self.queued = False
         self.stream_open = False
@@ -137,6 +140,8 @@ class Endpoint:
         self._listen: _ListenState | None = None
         self._heap: list[tuple[float, int, Slot]] = []
         self._heap_n = 0
+        #: (when, n, slot): wake slot.lot at ``when`` (Endpoint.wake_at).
+        self._alarms: list[tuple[float, int, Slot]] = []
         self._dirty: list[Slot] = []
         self._outbox: deque[tuple[bytes, tuple, str | None]] = deque()
         #: While a datagram from a wildcard socket is handled: the address of
@@ -170,7 +175,7 @@ class Endpoint:
     def has_connection(self, addr: tuple, remote_port: int) -> bool:
         """Whether a live (not TIME_WAIT) connection to ``addr`` uses this socket."""
         slot = self._slots.get((*_addr_key(addr), self.local_port, remote_port))
-        return slot is not None and slot.conn.state is not State.TIME_WAIT
+        return slot is not None and slot.conn.state is not S.TIME_WAIT
 
     def connect(self, addr: tuple, config: Config) -> Slot:
         """Start an active open to ``addr`` (port in the header = UDP port)."""
@@ -180,7 +185,7 @@ class Endpoint:
         key = (*_addr_key(addr), self.local_port, remote_port)
         old = self._slots.get(key)
         if old is not None:
-            if old.conn.state is not State.TIME_WAIT:
+            if old.conn.state is not S.TIME_WAIT:
                 raise OSError(f"a connection to {addr} from this port already exists")
             self._forget(old, close_idle=False)  # reuse TIME_WAIT's 4-tuple (tcp_tw_reuse)
             self.stats.time_wait_reused += 1
@@ -199,10 +204,9 @@ class Endpoint:
         # our header port is the port it sends to, not our socket's.
         local = (self.local_address[0], local_port)
         remote = (addr[0], remote_port)
-        return Connection(config, local_port, remote_port,
-                          iss=initial_sequence_number(self._secret, local, remote, now),
-                          now=now, max_datagram=self.max_datagram_for(addr, config),
-                          ts_offset=timestamp_offset(self._secret, local, remote))
+        iss, ts_offset = isn_and_ts_offset(self._secret, local, remote, now)
+        return Connection(config, local_port, remote_port, iss=iss, now=now,
+                          max_datagram=self.max_datagram_for(addr, config), ts_offset=ts_offset)
 
     def listen(self, config: Config) -> None:
         """Start accepting SYNs on this socket (one listener per endpoint)."""
@@ -228,10 +232,10 @@ class Endpoint:
                 slot.conn.abort(now)
                 self.kick(slot)
         for slot in list(self._slots.values()):
-            if slot.from_listener and not slot.queued and slot.conn.state is State.SYN_RECEIVED:
+            if slot.from_listener and not slot.queued and slot.conn.state is S.SYN_RECEIVED:
                 slot.conn.abort(now)
                 self.kick(slot)
-            elif slot.conn.state is State.TIME_WAIT and not slot.stream_open:
+            elif slot.conn.state is S.TIME_WAIT and not slot.stream_open:
                 # Like SO_REUSEADDR: a closed listener's port is free at once,
                 # not after 2 MSL of TIME_WAIT.
                 self._forget(slot, close_idle=False)
@@ -243,6 +247,7 @@ class Endpoint:
         ls = self._listen
         assert ls is not None
         await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while True:
             if ls.closed:
                 raise trio.ClosedResourceError("listener is closed")
@@ -251,18 +256,37 @@ class Endpoint:
                 slot.stream_open = True
                 self.stats.connections_accepted += 1
                 # Past this point cancellation must not lose the connection.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                # Parking was this call's schedule point already; another
+                # would cost the accepting task a trip through the run queue.
+                if not parked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return slot
             await ls.lot.park()
+            parked = True
 
     def kick(self, slot: Slot) -> None:
         """Run the bookkeeping after the user changed a connection."""
         self._after(slot, trio.current_time())
 
+    def wake_at(self, slot: Slot, when: float | None) -> None:
+        """Wake the tasks parked in ``slot.lot`` at ``when`` (None: cancel).
+
+        A bounded wait without a cancel scope of its own (entering and leaving
+        one cost 17 us, a few percent of a whole connect+close cycle): the
+        waiter parks, and checks the clock when it wakes."""
+        slot.alarm_at = when
+        if when is None:
+            return
+        self._heap_n += 1
+        heapq.heappush(self._alarms, (when, self._heap_n, slot))
+        scope = self._wait_scope
+        if scope is not None and when < scope.deadline:
+            scope.deadline = when
+
     def release(self, slot: Slot) -> None:
         """The stream object is done with ``slot``; the endpoint finishes it."""
         slot.stream_open = False
-        if slot.conn.state is State.CLOSED:
+        if slot.conn.state is S.CLOSED:
             self._forget(slot)
 
     def close(self) -> None:
@@ -342,13 +366,13 @@ class Endpoint:
             elif isinstance(e, ev.ConnectionClosed):
                 if not slot.stream_open:
                     self._forget(slot)
-        if slot.conn.state is State.CLOSED and not slot.stream_open:
+        if slot.conn.state is S.CLOSED and not slot.stream_open:
             self._forget(slot)
 
     def _forget(self, slot: Slot, close_idle: bool = True) -> None:
         if self._slots.get(slot.key) is slot:
             del self._slots[slot.key]
-            if slot.from_listener and slot.conn.state is State.SYN_RECEIVED:
+            if slot.from_listener and slot.conn.state is S.SYN_RECEIVED:
                 self._half_open -= 1
             if close_idle:
                 self._maybe_close()
@@ -363,7 +387,7 @@ class Endpoint:
         tracer = self.tracer
         encode = codec.encode
         limited = slot is not None and slot.from_listener and \
-            slot.conn.state is State.SYN_RECEIVED
+            slot.conn.state is S.SYN_RECEIVED
         out: list[bytes] = []
         stats = self.stats
         for seg in segs:
@@ -434,14 +458,14 @@ class Endpoint:
             self._trace("on_segment", now, "in", local, addr, seg)
         if slot is not None:
             state = slot.conn.state
-            if state is State.CLOSED:
+            if state is S.CLOSED:
                 self._forget(slot)  # finished; its stream object may linger
-            elif state is State.TIME_WAIT and self._listen is not None \
+            elif state is S.TIME_WAIT and self._listen is not None \
                     and not self._listen.closed and slot.conn.syn_may_reopen(seg):
                 self._forget(slot)
                 self.stats.time_wait_reused += 1
             else:
-                if slot.from_listener and state is State.SYN_RECEIVED:
+                if slot.from_listener and state is S.SYN_RECEIVED:
                     adopted = self._cookie_supersedes(slot, seg, addr, key, now)
                     if adopted is not None:
                         return adopted
@@ -635,6 +659,12 @@ class Endpoint:
                 self._after(slot, now)
 
     def _fire_timers(self, now: float) -> None:
+        alarms = self._alarms
+        while alarms and alarms[0][0] <= now:
+            t, _, slot = heapq.heappop(alarms)
+            if slot.alarm_at == t:
+                slot.alarm_at = None
+                slot.lot.unpark_all()
         heap = self._heap
         while heap and heap[0][0] <= now:
             t, _, slot = heapq.heappop(heap)
@@ -645,13 +675,17 @@ class Endpoint:
             self._dirty.append(slot)
 
     def _next_deadline(self) -> float:
+        alarms = self._alarms
+        while alarms and alarms[0][2].alarm_at != alarms[0][0]:
+            heapq.heappop(alarms)
+        first = alarms[0][0] if alarms else math.inf
         heap = self._heap
         while heap:
             t, _, slot = heap[0]
             if slot.timer_at == t and self._slots.get(slot.key) is slot:
-                return t
+                return min(t, first)
             heapq.heappop(heap)
-        return math.inf
+        return first
 
     async def _run(self) -> None:
         transport = self.transport

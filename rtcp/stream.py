@@ -19,7 +19,7 @@ import trio
 
 from .config import DEFAULT_CONFIG, Config
 from .core import events as ev
-from .core.connection import RECEIVING, State
+from .core.connection import RECEIVING, S
 from .core.stats import ConnectionStats
 from .endpoint import Endpoint, EndpointStats, Slot
 from .transport import UdpTransport, route_source
@@ -63,7 +63,9 @@ def _broken(conn_error: ev.Event | None) -> trio.BrokenResourceError:
 
 
 #: States in which a graceful close of ours is complete (the FIN was acknowledged).
-_CLOSE_FINISHED = frozenset({State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED})
+_CLOSE_FINISHED = frozenset({S.FIN_WAIT_2, S.TIME_WAIT, S.CLOSED})
+#: States in which aclose() waits (bounded) for the ACK of its FIN.
+_CLOSE_WAITING = frozenset({S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK, S.SYN_RECEIVED})
 
 
 class RtcpStream(trio.abc.HalfCloseableStream):
@@ -144,7 +146,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             try:
                 while True:
                     self._check_open()
-                    if conn.error is not None or conn.state is State.CLOSED:
+                    if conn.error is not None or conn.state is S.CLOSED:
                         raise _broken(conn.error)
                     if not conn.can_send:
                         raise trio.ClosedResourceError("send_eof() was called on this stream")
@@ -169,7 +171,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             conn = self._conn
             while True:
                 self._check_can_send()
-                if conn.error is not None or conn.state is State.CLOSED:
+                if conn.error is not None or conn.state is S.CLOSED:
                     raise _broken(conn.error)
                 if conn.send_space > 0 or not conn.can_send:
                     break
@@ -182,7 +184,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             self._check_open()
             await trio.lowlevel.checkpoint()
             conn = self._conn
-            if conn.state is State.CLOSED:
+            if conn.state is S.CLOSED:
                 if conn.error is not None:
                     raise _broken(conn.error)
                 return
@@ -216,9 +218,9 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                     break
                 if conn.error is not None:
                     raise _broken(conn.error)
-                if conn.state is State.CLOSED or (conn.state not in RECEIVING
-                                                  and conn.state is not State.SYN_RECEIVED
-                                                  and conn.state is not State.SYN_SENT):
+                if conn.state is S.CLOSED or (conn.state not in RECEIVING
+                                                  and conn.state is not S.SYN_RECEIVED
+                                                  and conn.state is not S.SYN_SENT):
                     # Closed without an error and without the peer's FIN.
                     raise _broken(conn.error)
                 await self._wait_change()
@@ -236,7 +238,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         """
         if self._closed and self._conn.state in _CLOSE_FINISHED:
             return  # our FIN was acknowledged (perhaps after aclose gave up): that stands
-        if self._conn.state is not State.CLOSED:
+        if self._conn.state is not S.CLOSED:
             self._conn.abort(trio.current_time())
             self._endpoint.kick(self._slot)
         self._closed = True
@@ -266,13 +268,22 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         conn.close(trio.current_time())
         self._endpoint.kick(slot)
         parked = False
+        gave_up = False
         try:
-            with trio.move_on_after(conn.config.close_timeout) as waited:
-                while conn.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK,
-                                     State.SYN_RECEIVED) and conn.error is None:
-                    await slot.lot.park()
-                    parked = True
-            if waited.cancelled_caught:
+            if conn.state in _CLOSE_WAITING and conn.error is None:
+                # Bounded by an endpoint alarm rather than a cancel scope (cheaper).
+                deadline = trio.current_time() + conn.config.close_timeout
+                self._endpoint.wake_at(slot, deadline)
+                try:
+                    while conn.state in _CLOSE_WAITING and conn.error is None:
+                        if trio.current_time() >= deadline:
+                            gave_up = True
+                            break
+                        await slot.lot.park()
+                        parked = True
+                finally:
+                    self._endpoint.wake_at(slot, None)
+            if gave_up:
                 # aclose() returns (SPEC: a bounded wait), but say that the
                 # peer never confirmed: what it had not acknowledged may be lost.
                 log.warning("rtcp %s -> %s: aclose() gave up after %g s without the peer's "
@@ -407,12 +418,12 @@ async def _connect_slot(endpoint: Endpoint, addr: tuple, config: Config) -> Rtcp
     stream = RtcpStream(endpoint, slot)
     conn = slot.conn
     try:
-        while conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
+        while conn.state in (S.SYN_SENT, S.SYN_RECEIVED):
             await slot.lot.park()
     except BaseException:
         stream.abort()
         raise
-    if conn.state is State.CLOSED or conn.error is not None:
+    if conn.state is S.CLOSED or conn.error is not None:
         endpoint.release(slot)
         stream._closed = True
         err = conn.error

