@@ -309,3 +309,17 @@ def test_a_lost_retransmission_at_the_tail_is_resent_before_the_rto() -> None:
     assert got == data and len(copies) == 3
     assert p.a.stats.timeouts == 0
     assert copies[2] - copies[1] < p.a._rtt.rto
+
+
+@pytest.mark.parametrize("cc", ["westwood", "newreno", "bbr"])
+def test_every_connection_attribute_has_a_slot(cc: str) -> None:
+    # Connection keeps "__dict__" in its __slots__ (tests patch methods on
+    # instances), so a new attribute without a slot works -- slowly, through
+    # the instance dict.  After a lossy transfer every path has run.
+    cfg = FAST.replace(congestion_control=cc)
+    p = Pair(profile=LinkProfile(loss=0.05, delay=0.01), seed=7, config_a=cfg, config_b=cfg)
+    p.handshake()
+    data = blob(200_000, 9)
+    got, _ = p.transfer(data, data)
+    assert got == data
+    assert vars(p.a) == {} and vars(p.b) == {}
