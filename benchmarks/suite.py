@@ -123,15 +123,18 @@ RATIOS: list[tuple[str, str, str, str, float | None]] = [
      "handshakes_rtcp", "handshakes_tcp", 0.5),
     ("bulk_64k_over_tcp", "rtcp 65507 B datagrams / kernel TCP, bulk",
      "bulk_rtcp_64k", "bulk_tcp", 0.25),
-    ("goodput_bbr_loss5_over_loss0",
-     "Goodput at 5% loss / lossless, through the relay, congestion_control='bbr'",
-     "goodput_bbr_loss_5", "goodput_bbr_loss_0", 0.4),
+    # The target divides by the default's lossless goodput: bbr's own lossless
+    # run is slower through this relay (its window stops at 2 x BDP, and the
+    # relay moves more the more it is sent), which would flatter its ratio.
+    ("goodput_bbr_loss5_over_default_loss0",
+     "Goodput at 5% loss with congestion_control='bbr' / lossless with the default",
+     "goodput_bbr_loss_5", "goodput_loss_0", 0.4),
     ("goodput_loss5_over_loss0",
      "Goodput at 5% loss / lossless, through the relay, default (westwood)",
      "goodput_loss_5", "goodput_loss_0", None),
-    ("goodput_bbr_loss5_over_default_loss0",
-     "Goodput at 5% loss with bbr / lossless with the default",
-     "goodput_bbr_loss_5", "goodput_loss_0", None),
+    ("goodput_bbr_loss5_over_loss0",
+     "Goodput at 5% loss / lossless, through the relay, both congestion_control='bbr'",
+     "goodput_bbr_loss_5", "goodput_bbr_loss_0", None),
     ("rtcp_c_over_tcp", "rtcp (C) bulk / kernel TCP bulk", "bulk_rtcp_c", "bulk_tcp", None),
     ("latency_p50_rtcp_over_tcp", "Round trip p50 rtcp / kernel TCP (lower is better)",
      "latency_rtcp_p50", "latency_tcp_p50", None),
@@ -144,8 +147,9 @@ TARGETS: list[tuple[str, str, float]] = [
     ("C codec >= 1.3 x pure Python, end to end", "c_over_python", 1.3),
     ("Handshakes >= 0.5 x kernel TCP", "handshakes_rtcp_over_tcp", 0.5),
     ("65507 B datagrams >= 0.25 x kernel TCP bulk", "bulk_64k_over_tcp", 0.25),
-    ("5% loss goodput >= 0.4 x lossless (relay: 0 ms delay, no rate limit; "
-     "congestion_control='bbr', opt-in)", "goodput_bbr_loss5_over_loss0", 0.4),
+    ("5% loss goodput >= 0.4 x lossless (relay: 0 ms delay, no rate limit; 5% with the "
+     "opt-in congestion_control='bbr', lossless with the default)",
+     "goodput_bbr_loss5_over_default_loss0", 0.4),
 ]
 
 
@@ -697,10 +701,10 @@ def plot(report: dict[str, Any], outdir: Path) -> list[Path]:
         if bbr:
             ax.plot([p for p, _ in bbr], [v for _, v in bbr], marker="s",
                     label="rtcp goodput, congestion_control='bbr'")
-        base = figs.get("goodput_bbr_loss_0", {}).get("value")
+        base = figs.get("goodput_loss_0", {}).get("value")
         if base:
             ax.axhline(0.4 * base, color="#c44e52", linestyle="--", linewidth=1,
-                       label="0.4 x lossless bbr (target at 5%)")
+                       label="0.4 x lossless default (target at 5%)")
         ax.set_xlabel("loss (%)")
         ax.set_ylabel("MB/s")
         ax.set_ylim(bottom=0)
