@@ -242,11 +242,15 @@ def test_every_hole_of_a_batch_is_sacked_so_nothing_is_resent_twice() -> None:
     p.handshake()
     p.transfer(blob(300_000), b"", close=False)
     assert p.a.cwnd >= 30 * p.a._payload_room()
-    dropped = _drop_once(p, [3, 8, 13, 18, 23, 28])
-    data = blob(100_000, 5)
+    _assert_each_loss_resent_once(p, [3, 8, 13, 18, 23, 28], blob(100_000, 5))
+
+
+def _assert_each_loss_resent_once(p: Pair, offsets: list[int], data: bytes) -> None:
+    """Drop these first transmissions; each is resent once, and nothing else is."""
+    dropped = _drop_once(p, offsets)
     got, _ = p.transfer(data, b"", close=False)
-    assert got == data and len(dropped) == 6
-    assert p.a.stats.segments_retransmitted == 6
+    assert got == data and len(dropped) == len(offsets)
+    assert p.a.stats.segments_retransmitted == len(offsets)
     assert p.b.stats.duplicate_segments == 0
 
 
@@ -258,13 +262,7 @@ def test_a_retransmission_late_behind_a_queue_is_not_resent() -> None:
     link = LinkProfile(delay=0.005, rate=1_000_000, queue=1 << 22)
     p = Pair(profile=link, config_a=FAST, config_b=FAST)
     p.handshake()
-    dropped = _drop_once(p, [12])
-    data = blob(600_000, 6)
-    got, _ = p.transfer(data, b"", close=False)
-    assert got == data and len(dropped) == 1
-    assert p.b.stats.duplicate_segments == 0
-    assert p.a.stats.segments_retransmitted == 1
-
+    _assert_each_loss_resent_once(p, [12], blob(600_000, 6))
 
 
 def test_path_rtts_come_from_microsecond_samples_only() -> None:
