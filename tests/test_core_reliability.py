@@ -321,3 +321,29 @@ def test_every_connection_attribute_has_a_slot(cc: str) -> None:
     got, _ = p.transfer(data, data)
     assert got == data
     assert vars(p.a) == {} and vars(p.b) == {}
+
+
+@pytest.mark.parametrize("cc", ["westwood", "bbr"])
+def test_after_idle_the_window_restarts_at_the_initial_window(cc: str) -> None:
+    # RFC 5681 4.1: idle longer than an RTO, a sender restarts from the initial
+    # window rather than bursting a window measured before the pause.
+    cfg = FAST.replace(congestion_control=cc)
+    p = Pair(profile=LinkProfile(delay=0.01), config_a=cfg, config_b=cfg)
+    p.handshake()
+    p.transfer(blob(1_000_000), b"", close=False)
+    p.run(lambda: p.a.snd_una == p.a.snd_nxt)
+    assert p.a.cwnd > 40 * p.a._payload_room()
+    p.now += 0.1  # a pause, longer than the RTO
+    p.a.send(blob(200_000, 2), p.now)
+    burst = [s for s in p.a.segments_to_send(p.now) if s.payload]
+    assert len(burst) == cfg.initial_window
+    # A pause shorter than the RTO (counted from the last data sent, as
+    # Linux does) keeps the window.
+    p._transmit("A>B", burst)
+    p.run(lambda: p.a.snd_una == p.a.snd_nxt)
+    cwnd = p.a.cwnd
+    assert cwnd > 2 * cfg.initial_window * p.a._payload_room()
+    p.now = max(p.now, p.a._last_xmit + 0.8 * p.a._rtt.rto)
+    p.a.send(blob(200_000, 3), p.now)
+    burst = [s for s in p.a.segments_to_send(p.now) if s.payload]
+    assert p.a.cwnd == cwnd and len(burst) > 2 * cfg.initial_window

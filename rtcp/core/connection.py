@@ -1068,6 +1068,14 @@ class Connection:
             # 2. new data within the peer's window and cwnd
             opts = None
             data_end = self._sndbuf.end
+            if (self.snd_nxt == self.snd_una < data_end
+                    and now - self._last_xmit > self._rtt.rto):
+                # Restart after idle (RFC 5681 4.1): the window measured the
+                # path an idle period ago; do not burst all of it into the
+                # path as it is now.
+                iw = self.config.initial_window * self._payload_room()
+                if self.cwnd > iw:
+                    self.cwnd = self.stats.cwnd = iw
             wnd_edge = self.snd_una + self.snd_wnd
             while self.snd_nxt < data_end:
                 avail = data_end - self.snd_nxt
