@@ -152,8 +152,8 @@ class Connection:
         "_max_snd_wnd", "_min_rtt", "_model", "_model_round_end", "_ooo", "_ooo_ranges",
         "_orphan_deadline", "_out", "_passive", "_peer_fin_seq", "_peer_mss",
         "_peer_sent_options", "_persist_backoff", "_persist_deadline", "_progress_time",
-        "_rack_deadline", "_rack_end", "_rack_xmit", "_rcv_adv", "_rcv_bytes", "_rcv_off",
-        "_rcv_wscale", "_rcvbuf", "_reader_closed", "_recover", "_round_app_limited",
+        "_rack_deadline", "_rack_end", "_rack_rtt", "_rack_xmit", "_rcv_adv", "_rcv_bytes", "_rcv_off",
+        "_rcv_wscale", "_rcvbuf", "_reader_closed", "_recover", "_reordering_seen", "_round_app_limited",
         "_round_bytes", "_round_end", "_round_rtt", "_round_rtx", "_round_t0",
         "_rto_deadline", "_rtt", "_rtt_seq", "_rtt_time", "_rtx_done", "_rtx_force",
         "_rtx_starts", "_rtx_times", "_sack_news", "_sack_ok", "_sack_sent", "_sacked",
@@ -236,7 +236,12 @@ class Connection:
         # segment known to be delivered was sent, and where it ended.
         self._rack_xmit = 0.0
         self._rack_end = 0
+        self._rack_rtt = 0.0  # RACK.rtt: how long the latest delivery took
         self._last_xmit = now  # when data was last sent, first or again
+        # RFC 8985's RACK.reordering_seen: an original transmission was
+        # delivered after data sent later.  From then on loss is declared by
+        # time only, not by DupThresh segments above a hole.
+        self._reordering_seen = False
         # Westwood+ delivery-rate estimate (bytes/s) and minimum RTT.
         self._bwe = 0.0
         self._bw_bytes = 0
@@ -877,6 +882,9 @@ class Connection:
         if self._sack_ok and self.snd_nxt > self.snd_una:
             blocks = _find_option(seg.options, OPT_SACK)
             if blocks:
+                # The highest SACKed byte before this ACK: its blocks come
+                # newest first, so a lower one in the same ACK is no reordering.
+                top = self._sacked.last_end
                 for left, right in blocks:
                     lo = unwrap(left, self.snd_una)
                     hi = unwrap(right, self.snd_una)
@@ -887,6 +895,8 @@ class Connection:
                         newly = self._sacked.add(lo, hi)
                         if newly:
                             self._rack_update(hi, now)
+                            if not self._reordering_seen and top is not None and hi <= top:
+                                self._check_reordering(lo, hi)
                         self._count_delivered(newly, hi, now)
         if self.snd_nxt > self.snd_una:
             self._detect_loss(now)
@@ -1379,7 +1389,17 @@ class Connection:
 
     def _ack_advance(self, ack: int, now: float) -> None:
         if self._sacked or self._rtx_done:  # RACK's clock matters only with holes
-            self._rack_update(ack, now)
+            # What this ACK newly delivered ends at the first SACKed byte: the
+            # bytes above were delivered (and timed) when they were SACKed.
+            end = ack
+            if self._sacked:
+                first = self._sacked.first[0]  # type: ignore[index]
+                if first < end:
+                    end = first
+            if end > self.snd_una:
+                self._rack_update(end, now)
+                if self._sacked and not self._reordering_seen:
+                    self._check_reordering(self.snd_una, end)
         acked = ack - self.snd_una
         self.snd_una = ack
         if ack > self._sndbuf.start and self._sndbuf:
@@ -1426,6 +1446,8 @@ class Connection:
         mss = self._payload_room()
         if self._in_recovery:
             if self.snd_una < self._recover:
+                if self._reordering_seen:
+                    return  # the next hole may be late, not lost: RACK decides
                 # NewReno partial ACK (RFC 6582): the next hole is lost too.
                 nxt = self._sacked.first[0] if self._sacked else self.snd_nxt
                 hi = min(self.snd_una + mss, nxt)
@@ -1523,7 +1545,17 @@ class Connection:
         if not self._rtt.has_sample:
             return self._rtt.rto
         srtt = self._rtt.srtt
-        return srtt + max(srtt / 4, 0.001)
+        # RACK.rtt, the round trip of the latest delivery, when it exceeds
+        # SRTT: while a queue builds (slow start), SRTT lags the path and data
+        # still queued would be declared lost.
+        rtt = self._rack_rtt if self._rack_rtt > srtt else srtt
+        return rtt + max(srtt / 4, 0.001)
+
+    def _check_reordering(self, lo: int, hi: int) -> None:
+        """``[lo, hi)``, below data SACKed earlier, was just delivered: if it was
+        never retransmitted, later data overtook it (reordering, not loss)."""
+        if lo < hi and not self._rtx_done.overlaps(lo, hi):
+            self._reordering_seen = True
 
     def _rack_before(self, sent: float, end: int) -> bool:
         """Was data sent at ``sent`` and ending at ``end`` sent before the latest
@@ -1544,6 +1576,7 @@ class Connection:
                 t = max(t, tr)
         if t > self._rack_xmit or (t == self._rack_xmit and end > self._rack_end):
             self._rack_xmit, self._rack_end = t, end
+            self._rack_rtt = now - t
 
     def _rtx_sent(self, seq: int) -> float | None:
         """When the retransmission holding ``seq`` was sent (None: not found)."""
@@ -1559,9 +1592,10 @@ class Connection:
         mss = self._payload_room()
         sacked = self._sacked
         deadline = now - self._reorder_time()
+        by_count_ok = not self._reordering_seen
         if not self._in_recovery:
-            if not (self._dupacks >= DUP_THRESH
-                    or sacked.covered_above(self.snd_una) >= DUP_THRESH * mss
+            if not ((by_count_ok and (self._dupacks >= DUP_THRESH
+                                      or sacked.covered_above(self.snd_una) >= DUP_THRESH * mss))
                     or (sacked and self._sent_time(self.snd_una) <= deadline)):
                 if sacked:
                     self._arm_rack(now)
@@ -1604,7 +1638,7 @@ class Connection:
             above.append(acc)
         above.reverse()
         for (lo, hi), sacked_above in zip(holes, above, strict=True):
-            by_count = lo == self.snd_una or sacked_above >= DUP_THRESH * mss
+            by_count = by_count_ok and (lo == self.snd_una or sacked_above >= DUP_THRESH * mss)
             for a, b in list(rtx_done.holes(lo, hi)):
                 if by_count or self._sent_time(a) <= deadline:
                     for c, d in list(lost.holes(a, b)):

@@ -96,6 +96,11 @@ class RangeSet:
         i = bisect.bisect_left(self._ends, start)
         return i < len(self._starts) and self._starts[i] <= end
 
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether any byte of ``[start, end)`` is in the set."""
+        i = bisect.bisect_right(self._ends, start)
+        return i < len(self._starts) and self._starts[i] < end
+
     def contains(self, start: int, end: int) -> bool:
         """Whether all of ``[start, end)`` is in the set."""
         i = bisect.bisect_right(self._starts, start) - 1
