@@ -217,3 +217,12 @@ def test_bbr_without_sack_runs_westwood() -> None:
         assert got == data
         results.append((p.now, p.a.stats.segments_retransmitted, p.a.stats.timeouts))
     assert results[0] == results[1]
+
+
+def test_stats_name_the_congestion_control_in_effect() -> None:
+    # A bbr connection whose peer does not do SACK runs westwood: say so.
+    for sack_b, expect in ((True, "bbr"), (False, "westwood")):
+        p = Pair(config_a=Config(congestion_control="bbr"), config_b=Config(sack=sack_b))
+        p.handshake()
+        assert p.a.stats.congestion_control == expect
+        assert p.a.stats.as_dict()["congestion_control"] == expect

@@ -182,6 +182,7 @@ class Connection:
         self.remote_port = remote_port
         self.state = S.CLOSED
         self.stats = ConnectionStats()
+        self.stats.congestion_control = config.congestion_control
         self._events: list[ev.Event] = []
         self._out: list[Segment] = []
         self._max_datagram = max_datagram or config.max_datagram
@@ -1345,10 +1346,11 @@ class Connection:
             self.stats.rto = self._rtt.rto
         self.cwnd = self.config.initial_window * self._payload_room()
         self.stats.mss = self._payload_room()
-        if not self._sack_ok:
+        if not self._sack_ok and self._model is not None:
             # The model's rounds and loss repair need SACK: without it one hole
             # stretches a round over many RTTs and an RTO resends 2 x BDP.
             self._model = None
+            self.stats.congestion_control = "westwood"
         self._set_state(S.ESTABLISHED)
         self._events.append(_CONNECTED)
         if self.config.keepalive_idle is not None:
@@ -1555,7 +1557,7 @@ class Connection:
         """``[lo, hi)``, below data SACKed earlier, was just delivered: if it was
         never retransmitted, later data overtook it (reordering, not loss)."""
         if lo < hi and not self._rtx_done.overlaps(lo, hi):
-            self._reordering_seen = True
+            self._reordering_seen = self.stats.reordering_seen = True
 
     def _rack_before(self, sent: float, end: int) -> bool:
         """Was data sent at ``sent`` and ending at ``end`` sent before the latest

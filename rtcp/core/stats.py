@@ -54,7 +54,13 @@ class ConnectionStats:
     #: Zero-window probes and keepalive (or liveness) probes sent.
     window_probes: int = 0
     keepalives_sent: int = 0
+    #: The congestion control in effect: Config.congestion_control, except
+    #: "westwood" for a "bbr" connection whose peer did not agree to SACK.
+    congestion_control: str = ""
+    #: Reordering was seen (an original segment arrived after later data):
+    #: loss is now declared by time only (RFC 8985), not by DupThresh.
+    reordering_seen: bool = False
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | str | bool]:
         """The counters as a plain dict (for JSON and logs)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
