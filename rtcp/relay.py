@@ -111,7 +111,11 @@ class Impairment:
     #: state to the bad state. 0 disables burst loss.
     burst_enter: float = 0.0
     #: Per datagram, the probability of leaving the bad state; the mean burst length is
-    #: ``1 / burst_exit`` datagrams.
+    #: ``1 / burst_exit`` datagrams.  The state moves per datagram, not per unit of
+    #: time: a sender down to one retransmission per RTO stays in a burst for as many
+    #: RTOs as the burst has datagrams, which is harsher than a radio fade (a newcomer
+    #: saw 20 % burst loss drive the RTO to 25.6 s and a default connection into its
+    #: user timeout).
     burst_exit: float = 0.5
     #: Probability that a datagram is dropped while in the bad state (1.0 = classic
     #: Gilbert model). The long-run fraction of datagrams in the bad state is
