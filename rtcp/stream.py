@@ -21,7 +21,7 @@ from .config import DEFAULT_CONFIG, Config
 from .core import events as ev
 from .core.connection import RECEIVING, S
 from .core.stats import ConnectionStats
-from .endpoint import Endpoint, EndpointStats, Slot
+from .endpoint import Endpoint, EndpointStats, Slot, wake_all
 from .transport import UdpTransport, route_source
 
 log = logging.getLogger("rtcp")
@@ -243,7 +243,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
             self._endpoint.kick(self._slot)
         self._closed = True
         self._endpoint.release(self._slot)
-        self._slot.lot.unpark_all()
+        wake_all(self._slot.lot)
 
     def _close_nowait(self) -> None:
         """Graceful close without waiting: FIN after the buffered data, which the
@@ -251,7 +251,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         if self._closed:
             return
         self._closed = True
-        self._slot.lot.unpark_all()
+        wake_all(self._slot.lot)
         self._conn.close(trio.current_time())
         self._endpoint.kick(self._slot)
         self._endpoint.release(self._slot)
@@ -264,7 +264,7 @@ class RtcpStream(trio.abc.HalfCloseableStream):
         self._closed = True
         conn = self._conn
         slot = self._slot
-        slot.lot.unpark_all()  # blocked send/receive calls see ClosedResourceError
+        wake_all(slot.lot)  # blocked send/receive calls see ClosedResourceError
         conn.close(trio.current_time())
         self._endpoint.kick(slot)
         parked = False
@@ -362,11 +362,11 @@ def _client_endpoint(family: int, addr: tuple, tracer: object | None) -> Endpoin
         pool = {}
         _CLIENT_POOL.set(pool)
     eps = pool.setdefault(family, [])
-    eps[:] = [e for e in eps if not e._closed]
     for ep in eps:
-        if ep.tracer is tracer and not ep.has_connection(addr, addr[1]) \
+        if not ep._closed and ep.tracer is tracer and not ep.has_connection(addr, addr[1]) \
                 and ep.connection_count < 4096:
             return ep
+    eps[:] = [e for e in eps if not e._closed]  # closed ones go only here: not per connect
     wildcard = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
     ep = Endpoint(UdpTransport(family, wildcard), tracer=tracer)
     eps.append(ep)

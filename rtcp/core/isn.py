@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import struct
 
 from .seq import MASK
 
@@ -21,10 +22,19 @@ def _keyed(secret: bytes) -> hashlib._Hash:  # type: ignore[name-defined]
     return hashlib.blake2b(key=secret, digest_size=8)
 
 
+#: The 8-byte digest as an int (cheaper than int.from_bytes).
+_U64 = struct.Struct(">Q").unpack
+
+
 def _f(secret: bytes, local: tuple, remote: tuple) -> int:
     h = _keyed(secret).copy()
-    h.update(repr((local, remote)).encode())
-    return int.from_bytes(h.digest(), "big")
+    if len(local) == 2 and len(remote) == 2:
+        # IPv4's (host, port) pairs: a third of repr()'s cost, once per connection.
+        text = f"{local[0]} {local[1]} {remote[0]} {remote[1]}"
+    else:
+        text = repr((local, remote))
+    h.update(text.encode())
+    return _U64(h.digest())[0]
 
 
 def isn_and_ts_offset(secret: bytes, local: tuple, remote: tuple,

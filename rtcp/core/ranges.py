@@ -11,7 +11,9 @@ class RangeSet:
 
     Used by the receiver (which bytes beyond RCV.NXT it holds, for SACK blocks)
     and by the sender (which bytes the peer SACKed).  Sizes stay small: the
-    number of ranges is bounded by the number of holes.
+    number of ranges is bounded by the number of holes.  ``total`` (bytes
+    held) is nonzero exactly when the set is not empty: hot paths test it
+    rather than ``bool()``, which is a Python-level call.
     """
 
     __slots__ = ("_starts", "_ends", "total")

@@ -21,7 +21,8 @@ class RttEstimator:
         self.latest = 0.0
         self.min_rto = min_rto
         self.max_rto = max_rto
-        self._base_rto = min(max(initial_rto, min_rto), max_rto)
+        rto = initial_rto if initial_rto > min_rto else min_rto  # (comparisons: see sample())
+        self._base_rto = rto if rto < max_rto else max_rto
         self.backoff = 0
 
     @property
