@@ -151,18 +151,18 @@ class Connection:
         "_max_snd_wnd", "_min_rtt", "_model", "_model_round_end", "_ooo", "_ooo_ranges",
         "_orphan_deadline", "_out", "_passive", "_peer_fin_seq", "_peer_mss",
         "_peer_sent_options", "_persist_backoff", "_persist_deadline", "_progress_time",
-        "_rack_deadline", "_rack_end", "_rack_rtt", "_rack_xmit", "_rcv_adv", "_rcv_bytes", "_rcv_off",
-        "_rcv_wscale", "_rcvbuf", "_reader_closed", "_recover", "_reordering_seen", "_round_app_limited",
-        "_round_bytes", "_round_end", "_round_rtt", "_round_rtx", "_round_t0",
-        "_rto_deadline", "_rtt", "_rtt_seq", "_rtt_time", "_rtx_done", "_rtx_force",
-        "_rtx_starts", "_rtx_times", "_sack_news", "_sack_ok", "_sack_sent", "_sacked",
-        "_snd_wl1", "_snd_wl2", "_snd_wscale", "_snd_wscale_offered", "_sndbuf",
-        "_timewait_deadline", "_tlp_deadline", "_tlp_fired", "_ts_offset", "_ts_ok",
-        "_ts_recent", "_ts_recent_valid", "_unacked_segments", "_veno_rtt", "_wnd_field",
-        "_wnd_key", "_xmit_head", "_xmit_starts", "_xmit_times", "config", "cwnd",
-        "eof_received", "error", "irs", "iss", "local_port", "mss", "rcv_nxt",
-        "remote_port", "snd_nxt", "snd_una", "snd_wnd", "ssthresh", "state", "stats",
-        "__dict__", "__weakref__",
+        "_rack_deadline", "_rack_end", "_rack_rtt", "_rack_xmit", "_rcv_adv", "_rcv_bytes",
+        "_rcv_off", "_rcv_wscale", "_rcvbuf", "_reader_closed", "_recover",
+        "_reordering_seen", "_round_app_limited", "_round_bytes", "_round_end",
+        "_round_rtt", "_round_rtx", "_round_t0", "_rto_deadline", "_rtt", "_rtt_seq",
+        "_rtt_time", "_rtx_done", "_rtx_ever", "_rtx_force", "_rtx_starts", "_rtx_times",
+        "_sack_news", "_sack_ok", "_sack_sent", "_sacked", "_snd_wl1", "_snd_wl2",
+        "_snd_wscale", "_snd_wscale_offered", "_sndbuf", "_timewait_deadline",
+        "_tlp_deadline", "_tlp_fired", "_ts_offset", "_ts_ok", "_ts_recent",
+        "_ts_recent_valid", "_unacked_segments", "_veno_rtt", "_wnd_field", "_wnd_key",
+        "_xmit_head", "_xmit_starts", "_xmit_times", "config", "cwnd", "eof_received",
+        "error", "irs", "iss", "local_port", "mss", "rcv_nxt", "remote_port", "snd_nxt",
+        "snd_una", "snd_wnd", "ssthresh", "state", "stats", "__dict__", "__weakref__",
     )
 
     def __init__(
@@ -242,6 +242,10 @@ class Connection:
         # delivered after data sent later.  From then on loss is declared by
         # time only, not by DupThresh segments above a hole.
         self._reordering_seen = False
+        # Every byte ever retransmitted (until ACKed): unlike _rtx_done, not
+        # cleared by an RTO or by marking a retransmission lost again, so a
+        # late retransmission is never taken for an overtaken original.
+        self._rtx_ever = RangeSet()
         # Westwood+ delivery-rate estimate (bytes/s) and minimum RTT.
         self._bwe = 0.0
         self._bw_bytes = 0
@@ -1200,6 +1204,7 @@ class Connection:
             self._xmit_starts.append(lo)
             self._xmit_times.append(now)
         else:
+            self._rtx_ever.add(lo, hi)
             starts, times = self._rtx_starts, self._rtx_times
             i = bisect.bisect_left(starts, lo)
             j = bisect.bisect_left(starts, hi, i)
@@ -1452,6 +1457,8 @@ class Connection:
             self._lost.remove_below(ack)
         if self._rtx_done.total:
             self._rtx_done.remove_below(ack)
+        if self._rtx_ever.total:
+            self._rtx_ever.remove_below(ack)
         if self._rtx_starts:
             j = bisect.bisect_right(self._rtx_starts, ack) - 1
             if j > 0:
@@ -1483,8 +1490,8 @@ class Connection:
         mss = self._payload_room()
         if self._in_recovery:
             if self.snd_una < self._recover:
-                if self._reordering_seen:
-                    return  # the next hole may be late, not lost: RACK decides
+                if self._sack_ok:
+                    return  # the scoreboard and RACK decide (RFC 6675), not the ACK alone
                 # NewReno partial ACK (RFC 6582): the next hole is lost too.
                 nxt = self._sacked.first[0] if self._sacked else self.snd_nxt
                 hi = min(self.snd_una + mss, nxt)
@@ -1591,7 +1598,7 @@ class Connection:
     def _check_reordering(self, lo: int, hi: int) -> None:
         """``[lo, hi)``, below data SACKed earlier, was just delivered: if it was
         never retransmitted, later data overtook it (reordering, not loss)."""
-        if lo < hi and not self._rtx_done.overlaps(lo, hi):
+        if lo < hi and not self._rtx_ever.overlaps(lo, hi):
             self._reordering_seen = self.stats.reordering_seen = True
 
     def _rack_before(self, sent: float, end: int) -> bool:
