@@ -1511,7 +1511,7 @@ class Connection:
             acked = delivered
         if self._model is not None:
             return
-        cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
+        cap = self._cwnd_cap(mss)
         if self.cwnd < self.ssthresh:
             self.cwnd += min(acked, 2 * mss)
         else:
@@ -1520,6 +1520,11 @@ class Connection:
                 self._ca_acc -= self.cwnd
                 self.cwnd += mss
         self.cwnd = min(self.cwnd, cap)
+
+    def _cwnd_cap(self, mss: int) -> int:
+        """No window beyond what the buffers could ever fill (no growth while
+        application- or receiver-limited runs it up unboundedly)."""
+        return 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
 
     def _count_delivered(self, nbytes: int, upto: int, now: float) -> None:
         """Westwood+: one delivery-rate sample per RTT, low-pass filtered.
@@ -1543,8 +1548,7 @@ class Connection:
                 self._model_round_end = self.snd_nxt
             if self.cwnd:
                 mss = self._payload_room()
-                cap = 2 * max(self.config.send_buffer, self._max_snd_wnd) + 4 * mss
-                cwnd = min(self.cwnd + nbytes, cap)
+                cwnd = min(self.cwnd + nbytes, self._cwnd_cap(mss))
                 target = model.window(mss)
                 if target is not None:
                     self.cwnd = min(cwnd, target)
@@ -1601,6 +1605,19 @@ class Connection:
         if lo < hi and not self._rtx_ever.overlaps(lo, hi):
             self._reordering_seen = self.stats.reordering_seen = True
 
+    def _rtx_lost_at(self, sent: float, end: int, reo: float) -> float:
+        """When a retransmission sent at ``sent`` (ending at ``end``) counts as lost.
+
+        RACK's time if something sent after it has been delivered (RFC 8985's
+        xmit_ts test: behind a growing queue it is late, not lost); otherwise
+        once nothing at all has been sent for two reorder windows -- a lost
+        one at the tail of a recovery would else wait for the RTO, and the RTO
+        collapses the window.
+        """
+        if self._rack_before(sent, end):
+            return sent + reo
+        return self._last_xmit + 2 * reo
+
     def _rack_before(self, sent: float, end: int) -> bool:
         """Was data sent at ``sent`` and ending at ``end`` sent before the latest
         delivered segment (RFC 8985's RACK_sent_after, end sequence breaking ties)?"""
@@ -1635,7 +1652,8 @@ class Connection:
     def _detect_loss(self, now: float) -> None:
         mss = self._payload_room()
         sacked = self._sacked
-        deadline = now - self._reorder_time()
+        reo = self._reorder_time()
+        deadline = now - reo
         by_count_ok = not self._reordering_seen
         if not self._in_recovery:
             if not ((by_count_ok and (self._dupacks >= DUP_THRESH
@@ -1661,12 +1679,8 @@ class Connection:
         if not sacked:
             return
         # RFC 6675 IsLost (DupThresh segments SACKed above a hole), or RACK's
-        # rule: sent more than an RTT plus a reordering allowance ago.  A
-        # retransmission also needs something sent after it delivered (it may
-        # wait behind a growing queue) -- or the path gone quiet: nothing sent
-        # for twice that time.  A lost one at the tail of a recovery would
-        # otherwise wait for the RTO, and the RTO collapses the window.
-        stale = now - 2 * self._reorder_time()
+        # rule: sent more than an RTT plus a reordering allowance ago (for a
+        # retransmission, see _rtx_lost_at).
         lost, rtx_done = self._lost, self._rtx_done
         rtx_starts, rtx_times = self._rtx_starts, self._rtx_times
         top = sacked.last_end or self.snd_una
@@ -1688,9 +1702,7 @@ class Connection:
                     for c, d in list(lost.holes(a, b)):
                         lost.add(c, d)
             # A retransmission that should have been acknowledged by now was
-            # lost too: send it again instead of waiting for the RTO.  Only if
-            # something sent after it has been delivered (RFC 8985's RACK.xmit_ts
-            # test): behind a growing queue it is late, not lost.
+            # lost too: send it again instead of waiting for the RTO.
             for s, e in list(rtx_done):
                 if e <= lo:
                     continue
@@ -1703,8 +1715,7 @@ class Connection:
                     d = min(rtx_starts[i + 1], b) if i + 1 < len(rtx_starts) else b
                     t = rtx_times[i]
                     i += 1
-                    if c < d and t <= deadline and (self._rack_before(t, d)
-                                                    or self._last_xmit <= stale):
+                    if c < d and self._rtx_lost_at(t, d, reo) <= now:
                         rtx_done.remove(c, d)
                         for x, y in list(lost.holes(c, d)):
                             lost.add(x, y)
@@ -1720,9 +1731,7 @@ class Connection:
                 if rtx_done.contains(a, a + 1):
                     t = self._rtx_sent(a)
                     if t is not None:
-                        # Ordered after a delivery: RACK's time.  Else once
-                        # nothing at all has been sent for twice that.
-                        t = t + reo if self._rack_before(t, b) else self._last_xmit + 2 * reo
+                        t = self._rtx_lost_at(t, b, reo)
                 else:
                     t = self._sent_time(a) + reo
                 if t is not None and (earliest is None or t < earliest):
