@@ -194,7 +194,8 @@ class Config:
         need(self.backlog >= 1 and self.syn_backlog >= 1, "backlogs must be >= 1")
         need(self.initial_window >= 1, "initial_window must be >= 1")
         need(self.congestion_control in ("westwood", "newreno", "bbr"),
-             "congestion_control must be 'westwood', 'newreno' or 'bbr'")
+             "congestion_control must be 'westwood', 'newreno' or 'bbr', "
+             f"not {self.congestion_control!r}")
         need(self.challenge_ack_limit >= 1, "challenge_ack_limit must be >= 1")
         need(self.max_ooo_segments >= 1, "max_ooo_segments must be >= 1")
 

@@ -96,3 +96,8 @@ def test_no_limit_timeouts_may_be_infinite() -> None:
     """connect/user/close timeouts of inf mean "no limit", a caller's choice."""
     cfg = Config(connect_timeout=math.inf, user_timeout=math.inf, close_timeout=math.inf)
     assert cfg.user_timeout == math.inf
+
+
+def test_an_unknown_congestion_control_is_named_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="'westwood', 'newreno' or 'bbr', not 'cubic'"):
+        Config(congestion_control="cubic")
