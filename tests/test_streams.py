@@ -356,9 +356,12 @@ async def test_a_burst_of_clients_all_get_in_with_the_default_config() -> None:
             async with trio.open_nursery() as clients:
                 for i in range(600):
                     clients.start_soon(client, i)
+            # Read before the teardown: closing the listener resets what still
+            # waits in LAST_ACK for a client's final ACK (a race, seen once).
+            resets = listener.stats.resets_sent
             n.cancel_scope.cancel()
     assert done == [True] * 600
-    assert listener.stats.resets_sent == 0
+    assert resets == 0
 
 
 @pytest.mark.parametrize("syn_backlog", [256, 1])  # 1: most clients by SYN cookie
