@@ -356,12 +356,15 @@ async def test_a_burst_of_clients_all_get_in_with_the_default_config() -> None:
             async with trio.open_nursery() as clients:
                 for i in range(600):
                     clients.start_soon(client, i)
-            # Read before the teardown: closing the listener resets what still
-            # waits in LAST_ACK for a client's final ACK (a race, seen once).
-            resets = listener.stats.resets_sent
             n.cancel_scope.cancel()
+    # A reset client raises BrokenResourceError above.  Not resets_sent == 0:
+    # when the server stalls (a loaded machine; CI saw 4) it retransmits a FIN
+    # the client then ACKs twice from TIME_WAIT; the second ACK finds the
+    # connection closed and earns a harmless RST, as on any TCP (reproduced
+    # with time.sleep in the handler).  What must not happen is the accept
+    # queue turning anyone away.
     assert done == [True] * 600
-    assert resets == 0
+    assert listener.stats.syn_dropped == 0
 
 
 @pytest.mark.parametrize("syn_backlog", [256, 1])  # 1: most clients by SYN cookie
