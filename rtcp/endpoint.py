@@ -335,14 +335,21 @@ class Endpoint:
             self._on_events(slot, events, now)
             wake_all(slot.lot)
         t = conn.timer()
-        if t != slot.timer_at:
+        old = slot.timer_at
+        if t != old:
             slot.timer_at = t
             if t is not None:
                 self._heap_n += 1
                 heapq.heappush(self._heap, (t, self._heap_n, slot))
-                scope = self._wait_scope
-                if scope is not None and t < scope.deadline:
+            scope = self._wait_scope
+            if scope is not None:
+                if t is not None and t < scope.deadline:
                     scope.deadline = t
+                elif old == scope.deadline:
+                    # This timer set the wake-up and moved later (a tail-loss
+                    # probe re-armed by each ACK): move the wake-up too, or
+                    # the endpoint wakes for nothing every PTO.
+                    scope.deadline = self._next_deadline()
 
     def _on_events(self, slot: Slot, events: list[ev.Event], now: float) -> None:
         for e in events:

@@ -136,6 +136,44 @@ async def test_lossy_memory_network_mock_clock(autojump_clock) -> None:
         assert c.stats.segments_retransmitted > 0
 
 
+async def test_the_endpoint_does_not_wake_for_timers_that_moved_later(autojump_clock) -> None:
+    """Each ACK re-arms the sender's tail-loss probe a little later.  The wait's
+    deadline followed only earlier timers, so a bulk sender woke every PTO
+    for a timer no longer due (600 needless wake-ups per 7,600 64 KiB segments)."""
+    net = MemoryNetwork(seed=2, delay=0.001)
+    data = random.Random(4).randbytes(2880 * 1000)
+    with trio.fail_after(600):
+        c, s = await memory_pair(net, Config())
+        ep = c._endpoint
+        wakes = {"stale": 0, "all": 0}
+        process = ep._process
+
+        def counting(now: float) -> None:
+            wakes["all"] += 1
+            if ep._wait_scope is None and ep._next_deadline() > now:
+                wakes["stale"] += 1  # the wait ended on a deadline, nothing due
+            process(now)
+
+        ep._process = counting
+        async with trio.open_nursery() as n:
+            got = bytearray()
+
+            async def srv() -> None:
+                while chunk := await s.receive_some():
+                    got.extend(chunk)
+
+            n.start_soon(srv)
+            step = 2 * c.stats.mss  # two full segments a millisecond (no runts
+            for i in range(0, len(data), step):  # for autocork): always some in
+                await c.send_all(data[i:i + step])  # flight, each ACK re-arms the PTO
+                await trio.sleep(0.001)
+            await c.send_eof()
+        assert bytes(got) == data
+        assert wakes["all"] >= 500 and wakes["stale"] <= 2, wakes  # was 291 of 1,166
+        await c.aclose()
+        await s.aclose()
+
+
 async def test_echo_and_state_and_stats() -> None:
     with trio.fail_after(20):
         a, b = await loopback_pair()
