@@ -523,6 +523,30 @@ def test_window_is_free_space_and_reopens_when_read() -> None:
     assert update.window == 8192 and update.payload == b""
 
 
+def test_a_window_update_opens_the_senders_window_and_is_no_duplicate_ack() -> None:
+    """Window updates take the fast path (they are every other ACK when
+    segments are large); one with an unchanged window still counts as a
+    duplicate ACK, which only the full path counts."""
+    cfg_b = Config(receive_buffer=8192, delayed_ack=0.0)
+    a, b, _ = connect(Config(autocork=0.0), cfg_b)
+    a.send(b"x" * 8192, 1.0)
+    deliver(a, b, 1.0)
+    deliver(b, a, 1.0)
+    assert a.snd_wnd == 0
+    a.send(b"z" * 100, 1.0)
+    assert read_all(b, 1.1) == b"x" * 8192
+    full_path = a._on_synchronized
+    slow: list[Segment] = []
+    a._on_synchronized = lambda seg, now: (slow.append(seg), full_path(seg, now))
+    [update] = deliver(b, a, 1.1)
+    assert update.ack == a.snd_una & MASK and update.window == 8192
+    assert a.snd_wnd == 8192 and a._dupacks == 0 and slow == []
+    [more] = a.segments_to_send(1.1)
+    assert more.payload == b"z" * 100
+    a.handle_segment(update, 1.2)  # the same ACK again, window unchanged: a duplicate
+    assert a._dupacks == 1 and slow == [update]
+
+
 def test_no_scaling_unless_both_offer() -> None:
     a, b, shake = connect(Config(receive_buffer=1 << 20), Config(window_scale=False))
     syn, synack, _ = shake

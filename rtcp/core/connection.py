@@ -708,14 +708,26 @@ class Connection:
             self._events.append(ev.DataReceived(plen))
             self._schedule_ack(now)
         else:
-            if not (snd_una < ack <= self.snd_nxt) or self._in_recovery or self._sacked \
-                    or self._lost:
+            if self._in_recovery or self._sacked or self._lost:
                 return False
-            if tsval is not None and rcv_nxt <= self._last_ack_sent:
-                self._ts_recent = tsval
-            self._sample_rtt_from(seg, ack, now)
-            self._ack_advance(ack, now)
-            self._update_send_window(seg.window << self._snd_wscale, rcv_nxt, ack)
+            if ack == snd_una:
+                # A pure window update (the reader took data), frequent when
+                # segments are large.  An unchanged window could be a
+                # duplicate ACK: the full path counts those.
+                wnd = seg.window << self._snd_wscale
+                if wnd == self.snd_wnd:
+                    return False
+                if tsval is not None and rcv_nxt <= self._last_ack_sent:
+                    self._ts_recent = tsval
+                self._update_send_window(wnd, rcv_nxt, ack)
+            else:
+                if not snd_una < ack <= self.snd_nxt:
+                    return False
+                if tsval is not None and rcv_nxt <= self._last_ack_sent:
+                    self._ts_recent = tsval
+                self._sample_rtt_from(seg, ack, now)
+                self._ack_advance(ack, now)
+                self._update_send_window(seg.window << self._snd_wscale, rcv_nxt, ack)
         self._last_recv_time = now
         if self.config.keepalive_idle is not None:
             self._ka_probes = 0
