@@ -150,14 +150,22 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                         raise _broken(conn.error)
                     if not conn.can_send:
                         raise trio.ClosedResourceError("send_eof() was called on this stream")
-                    if pos < total and conn.send_space:
-                        pos += conn.send(view[pos:pos + conn.send_space], trio.current_time())
+                    space = conn.send_space
+                    if pos < total and space:
+                        # more: a runt at the end waits for the rest, not a timer
+                        pos += conn.send(view[pos:pos + space], trio.current_time(),
+                                         more=pos + space < total)
                         self._endpoint.kick(self._slot)
                     if pos >= total:
                         break
                     await self._wait_change()
                     parked = True
             finally:
+                if pos < total and conn.can_send:
+                    # Cancelled or failed with data unsent: no more is coming,
+                    # so a held runt goes on its autocork timer.
+                    conn.send(b"", trio.current_time())
+                    self._endpoint.kick(self._slot)
                 if isinstance(view, memoryview):
                     view.release()
             if not parked:

@@ -730,6 +730,24 @@ def test_autocork_never_delays_a_lone_small_write_or_a_fin() -> None:
     assert segs[-1].flags & FIN
 
 
+def test_autocork_a_writer_with_more_holds_the_runt_without_a_timer() -> None:
+    """send(more=True): the writer is blocked on buffer space with more to
+    write, so the runt waits for it, not for a timer (which, in bulk
+    transfers, woke the endpoint to send a runt per few writes)."""
+    a, _, _ = connect(Config(autocork=0.0002, send_buffer=4096), Config())
+    room = a.mss - 12
+    a.send(b"F" * (2 * room) + b"x" * 100, 1.0, more=True)
+    assert [len(s.payload) for s in a.segments_to_send(1.0)] == [room, room]
+    assert a.timer() is not None and a.timer() >= 1.002  # the tail-loss probe: no cork timer
+    a.handle_timer(1.001)
+    assert a.segments_to_send(1.001) == []  # still held
+    a.send(b"", 1.001)  # the writer gave up (cancelled): the autocork timer applies
+    assert a.segments_to_send(1.001) == []
+    assert a.timer() == pytest.approx(1.0012)
+    a.handle_timer(1.0012)
+    assert [s.payload for s in a.segments_to_send(1.0012)] == [b"x" * 100]
+
+
 def test_autocork_zero_sends_runts_at_once() -> None:
     a, _, _ = connect(Config(autocork=0.0), Config())
     room = a.mss - 12

@@ -148,7 +148,7 @@ class Connection:
         "_fin_seq", "_icmp_counted", "_icmp_probe_deadline", "_icmp_rounds", "_icmp_since",
         "_icmp_strikes", "_in_recovery", "_ka_deadline", "_ka_probes", "_last_ack_sent",
         "_last_ooo", "_last_recv_time", "_last_xmit", "_lost", "_max_datagram",
-        "_max_snd_wnd", "_min_rtt", "_model", "_model_round_end", "_ooo", "_ooo_ranges",
+        "_max_snd_wnd", "_min_rtt", "_model", "_model_round_end", "_more_coming", "_ooo", "_ooo_ranges",
         "_orphan_deadline", "_out", "_passive", "_peer_fin_seq", "_peer_mss",
         "_peer_sent_options", "_persist_backoff", "_persist_deadline", "_progress_time",
         "_rack_deadline", "_rack_end", "_rack_rtt", "_rack_xmit", "_rcv_adv", "_rcv_bytes",
@@ -301,6 +301,8 @@ class Connection:
         # already (once it has waited its time it is not held again).
         self._cork_deadline: float | None = None
         self._cork_spent = False
+        # The writer has more for as soon as buffer space opens (send(more=True)).
+        self._more_coming = False
 
         # --- timestamps (RFC 7323), 1 ms ticks ---
         self._ts_offset = random.getrandbits(32) if ts_offset is None else ts_offset
@@ -374,11 +376,18 @@ class Connection:
         return not self._fin_queued and self.state in (
             S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT)
 
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+    def send(self, data: bytes | bytearray | memoryview, now: float, *,
+             more: bool = False) -> int:
         """Queue up to :attr:`send_space` bytes of ``data``; return how many.
 
         ``data`` may be any buffer; a view of other items than bytes (say a
-        2-D or ``"i"`` view) counts its bytes, not its items."""
+        2-D or ``"i"`` view) counts its bytes, not its items.  ``more`` (as
+        MSG_MORE): the writer has more data and will send it as soon as space
+        opens, so a runt at the end of the queue waits for it without the
+        autocork timer.  It holds until the next ``send``: a writer that gives
+        up says so with ``send(b"", now)`` (else the runt waits until the data
+        ahead of it is acknowledged)."""
+        self._more_coming = more
         if not self.can_send:
             raise ConnectionStateError(f"send() in state {self.state}")
         if data.__class__ is not bytes and data.__class__ is not bytearray:
@@ -1188,6 +1197,10 @@ class Connection:
         if (self._cork_spent or self._fin_queued or not self.config.autocork
                 or self.snd_nxt - self.snd_una < 2 * room):
             return False
+        if self._more_coming:
+            # The blocked writer fills the runt once an ACK (two segments
+            # are out) opens space: no timer, and no wake-up to send a runt.
+            return True
         if self._cork_deadline is None:
             self._cork_deadline = now + self.config.autocork
         return True
