@@ -523,6 +523,31 @@ def test_window_is_free_space_and_reopens_when_read() -> None:
     assert update.window == 8192 and update.payload == b""
 
 
+def test_a_reader_that_keeps_up_sends_no_window_updates() -> None:
+    """A window update only when it at least doubles what the peer may still
+    send (Linux's tcp_cleanup_rbuf); a reader that keeps up leaves the window
+    to the next ACK.  An update per read doubled the ACKs of a bulk transfer."""
+    cfg_b = Config(receive_buffer=64 * 1024, delayed_ack=0.0)
+    a, b, _ = connect(Config(autocork=0.0, initial_window=100), cfg_b)
+    room = a.mss - 12
+    a.send(b"x" * (4 * room), 1.0)
+    deliver(a, b, 1.0)
+    deliver(b, a, 1.0)  # the ACKs
+    read_all(b, 1.0)  # 4 segments read; the peer may still send 60 KiB of 64
+    assert not b.ack_due and b.segments_to_send(1.0) == []
+    a.send(b"y" * (64 * 1024), 1.1)  # fill the window: the peer may send nothing more
+    deliver(a, b, 1.1)
+    deliver(b, a, 1.1)
+    assert a.snd_wnd < 8 * 1024  # under an eighth of the buffer left
+    b.receive(3 * room, 1.2)  # that would not double it
+    assert not b.ack_due
+    read_all(b, 1.2)  # this does
+    assert b.ack_due
+    [update] = b.segments_to_send(1.2)
+    a.handle_segment(update, 1.2)
+    assert a.snd_wnd >= 56 * 1024
+
+
 def test_a_window_update_opens_the_senders_window_and_is_no_duplicate_ack() -> None:
     """Window updates take the fast path (they are every other ACK when
     segments are large); one with an unchanged window still counts as a

@@ -618,9 +618,12 @@ def test_only_the_recverr_message_decides_port_unreachable() -> None:
 async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
     """The sending process dies (no FIN, no RST): the reader's ACKs draw "port
     unreachable" reports, probes confirm them, and receive_some fails instead
-    of waiting forever (keepalive is off, as by default)."""
+    of waiting forever (keepalive is off, as by default).  The reader's window
+    is small, so reading reopens it with a window update after the death; a
+    reader whose window stays open sends nothing a dead peer could bounce, and
+    (as with TCP) only keepalive or a user timeout finds that peer gone."""
     net = MemoryNetwork()
-    cfg = Config()
+    cfg = Config(receive_buffer=16 * 1024)
     client, server = await memory_pair(net, cfg)
     await server.send_all(b"a" * 100_000)
     server._endpoint.transport.close()  # SIGKILL: the port is simply gone

@@ -454,9 +454,14 @@ class Connection:
             # buffer; the application gets bytes, as from the network.
             data = bytes(data)
         if self.state in RECEIVING:
-            # Tell the peer about the opened window once it grew enough (no SWS).
-            grow = (self.rcv_nxt + self._free_space()) - self._rcv_adv
-            if grow >= min(self.config.receive_buffer // 2, 2 * self.mss):
+            # Tell the peer about the opened window once it grew enough (no
+            # SWS) and at least doubles what the peer may still send (Linux's
+            # tcp_cleanup_rbuf): a reader that keeps up leaves that to the
+            # next ACK, where an update per read doubled the ACKs.
+            edge = self.rcv_nxt + self._free_space()
+            usable = self._rcv_adv - self.rcv_nxt
+            if edge - self._rcv_adv >= min(self.config.receive_buffer // 2, 2 * self.mss) \
+                    and edge - self.rcv_nxt >= 2 * usable:
                 self._ack_now = True
         return data
 
