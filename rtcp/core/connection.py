@@ -675,9 +675,10 @@ class Connection:
     def _fast_path(self, seg: Segment, now: float) -> bool:
         """Header prediction (Van Jacobson): the common in-order cases, cheaply.
 
-        An in-order data segment that acknowledges nothing new, or a pure ACK
-        that advances SND.UNA, during a quiet ESTABLISHED phase.  Anything
-        else returns False and takes the full RFC 9293 path.
+        An in-order data segment (that may also advance SND.UNA), a pure ACK
+        that advances SND.UNA, or a pure window update, during a quiet
+        ESTABLISHED phase.  Anything else returns False and takes the full
+        RFC 9293 path.
         """
         flags = seg.flags
         if flags & ~PSH != ACK or seg.seq != self.rcv_nxt & MASK:
@@ -697,51 +698,37 @@ class Connection:
         snd_una = self.snd_una
         ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
         rcv_nxt = self.rcv_nxt
-        if plen:
-            if (self._ooo or self._reader_closed or plen > self._rcv_adv - rcv_nxt
-                    or self._peer_fin_seq is not None):  # a FIN waits past a hole
-                return False
-            if ack != snd_una:
-                # Data that also acknowledges ours (request/response traffic).
-                if not (snd_una < ack <= self.snd_nxt) or self._in_recovery \
-                        or self._sacked or self._lost:
+        wnd = seg.window << self._snd_wscale
+        if plen and (self._ooo or self._reader_closed or plen > self._rcv_adv - rcv_nxt
+                     or self._peer_fin_seq is not None):  # a FIN waits past a hole
+            return False
+        if ack == snd_una:
+            if plen:
+                if wnd != self.snd_wnd:
                     return False
-                if tsval is not None and rcv_nxt <= self._last_ack_sent:
-                    self._ts_recent = tsval
-                self._sample_rtt_from(seg, ack, now)
-                self._ack_advance(ack, now)
-                self._update_send_window(seg.window << self._snd_wscale, rcv_nxt, ack)
-            elif (seg.window << self._snd_wscale) != self.snd_wnd:
+            elif wnd == self.snd_wnd or self._in_recovery or self._sacked or self._lost:
+                # A pure window update (the reader took data; every other ACK
+                # when segments are large) comes this way.  Unchanged, the
+                # window makes it a possible duplicate ACK: the full path counts those.
                 return False
-            elif tsval is not None and rcv_nxt <= self._last_ack_sent:
-                self._ts_recent = tsval
+        elif not (snd_una < ack <= self.snd_nxt) or self._in_recovery or self._sacked \
+                or self._lost:
+            return False
+        if tsval is not None and rcv_nxt <= self._last_ack_sent:
+            self._ts_recent = tsval
+        if ack != snd_una:  # (with data: request/response traffic)
+            self._sample_rtt_from(seg, ack, now)
+            self._ack_advance(ack, now)
+            self._update_send_window(wnd, rcv_nxt, ack)
+        elif not plen:
+            self._update_send_window(wnd, rcv_nxt, ack)
+        if plen:
             self._rcvbuf.append(payload)
             self._rcv_bytes += plen
             self.rcv_nxt = rcv_nxt + plen
             self.stats.bytes_received += plen
             self._events.append(ev.DataReceived(plen))
             self._schedule_ack(now)
-        else:
-            if self._in_recovery or self._sacked or self._lost:
-                return False
-            if ack == snd_una:
-                # A pure window update (the reader took data), frequent when
-                # segments are large.  An unchanged window could be a
-                # duplicate ACK: the full path counts those.
-                wnd = seg.window << self._snd_wscale
-                if wnd == self.snd_wnd:
-                    return False
-                if tsval is not None and rcv_nxt <= self._last_ack_sent:
-                    self._ts_recent = tsval
-                self._update_send_window(wnd, rcv_nxt, ack)
-            else:
-                if not snd_una < ack <= self.snd_nxt:
-                    return False
-                if tsval is not None and rcv_nxt <= self._last_ack_sent:
-                    self._ts_recent = tsval
-                self._sample_rtt_from(seg, ack, now)
-                self._ack_advance(ack, now)
-                self._update_send_window(seg.window << self._snd_wscale, rcv_nxt, ack)
         self._last_recv_time = now
         if self.config.keepalive_idle is not None:
             self._ka_probes = 0
