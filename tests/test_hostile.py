@@ -644,19 +644,28 @@ async def test_spoofed_syn_flood_at_listener_in_another_process() -> None:
             for s in socks:
                 s.close()
     mib = 1 << 20
+    seen = after["syn_received"] - base["syn_received"]
+    kernel_dropped = after["udp_drops"] - base["udp_drops"]
     print(f"flood: {flood['syns']} SYNs ({flood['sent']} B) in {flood_time:.2f} s; "
           f"flooders got back {flood['back']} B\n"
-          f"server: syn_received {after['syn_received'] - base['syn_received']}, "
+          f"server: syn_received {seen}, kernel drops {kernel_dropped}, "
           f"cookies sent {after['syn_cookies_sent']}, accepted "
           f"{after['syn_cookies_accepted']}, amplification_limited "
           f"{after['amplification_limited']}, connections {after['connections']}\n"
           f"RSS {base['rss'] / mib:.1f} -> {during['rss'] / mib:.1f} -> "
           f"{after['rss'] / mib:.1f} MiB (peak {after['hwm'] / mib:.1f} MiB)")
     assert flood["syns"] >= min_syns
-    # The listener saw (nearly) all of it; the kernel may drop some under load.
-    assert after["syn_received"] - base["syn_received"] >= 0.8 * flood["syns"]
-    # Past the small half-open queue, every SYN was answered statelessly ...
-    assert after["syn_cookies_sent"] >= 0.8 * flood["syns"] - 16 - RECV_BATCH
+    # Every SYN the listener did not see was dropped by the kernel at its full receive
+    # buffer, none inside rtcp.  How many the kernel drops depends on how much CPU the
+    # server gets beside the flooder, not on rtcp: on a loaded machine (two runs of the
+    # suite at once on two cores) it dropped over a quarter of 200,000, so no share of
+    # the flood is asserted, only that the listener really faced one (over a thousand
+    # times its half-open queue).
+    assert seen + kernel_dropped >= flood["syns"]
+    assert seen >= min_syns // 2
+    # Past the small half-open queue, every SYN the listener saw was answered
+    # statelessly ...
+    assert after["syn_cookies_sent"] - base["syn_cookies_sent"] >= seen - 16 - RECV_BATCH
     # ... so the flood cost no per-connection state beyond the half-open queue (which
     # one receive batch can overshoot: see test_syn_backlog_holds_within_one_batch) ...
     assert after["connections"] <= 16 + RECV_BATCH
