@@ -6,8 +6,10 @@ line it reads on stdin with one JSON line on stdout:
 
 ``stats``  the listener's ``EndpointStats``, its connection count, the streams accepted
            and still open, ``rss``/``hwm`` (VmRSS/VmHWM in bytes, after a full
-           garbage collection) and, with ``--tracemalloc``, ``traced`` (bytes
-           currently allocated by Python, as tracemalloc counts them);
+           garbage collection), ``udp_drops`` (datagrams the kernel dropped at the
+           listener's socket because its receive buffer was full) and, with
+           ``--tracemalloc``, ``traced`` (bytes currently allocated by Python, as
+           tracemalloc counts them);
 ``quit``   exit.
 
 It also exits when stdin closes, so it never outlives the test that started it.  By
@@ -21,6 +23,7 @@ import argparse
 import gc
 import json
 import os
+import socket
 import subprocess
 import sys
 import tracemalloc
@@ -100,6 +103,18 @@ def _proc_status(field: str) -> int:
     return 0
 
 
+def _udp_drops(sock: socket.socket) -> int:
+    """The kernel's drop counter for ``sock`` (the last column of /proc/net/udp)."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    name = "udp6" if sock.family == socket.AF_INET6 else "udp"
+    with open(f"/proc/self/net/{name}") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] == inode:
+                return int(fields[-1])
+    raise RuntimeError(f"socket inode {inode} not in /proc/self/net/{name}")
+
+
 def _emit(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -153,6 +168,7 @@ async def main(args: argparse.Namespace) -> None:
                     out["held_open"] = sum(1 for s in held if s.state == "ESTABLISHED")
                     out["rss"] = _proc_status("VmRSS")
                     out["hwm"] = _proc_status("VmHWM")
+                    out["udp_drops"] = _udp_drops(listener.endpoint.transport.sock)
                     if tracemalloc.is_tracing():
                         out["traced"] = tracemalloc.get_traced_memory()[0]
                     _emit(out)

@@ -242,10 +242,15 @@ async def test_absurd_options_do_not_break_a_connection(name: str, autojump_cloc
 
 
 # --------------------------------------------------------------- SACK scoreboard abuse
-async def test_sack_fragmentation_costs_bounded_work() -> None:
+async def test_sack_fragmentation_costs_bounded_work(autojump_clock) -> None:
     # A connected (address-validated) peer SACKs single bytes, never a whole segment.
     # An honest receiver only SACKs what it holds, i.e. whole segments; these 1-byte
     # blocks exist only to fragment the sender's scoreboard.
+    # The work is measured as this process's CPU time, on the virtual clock: wall time
+    # less a 0.3 s sleep also counted the sleep's overshoot and any time the process
+    # waited for a CPU (0.12-0.25 s instead of 0.1 s on a loaded 2-core machine), and
+    # on the real clock a stall in the first 0.05 s could leave the initial window
+    # unsent when the peer drains it.
     net = MemoryNetwork(seed=1)
     cfg = Config()
     server, listener = memory_listener(net, cfg)
@@ -269,7 +274,7 @@ async def test_sack_fragmentation_costs_bounded_work() -> None:
             assert flight > 4000
             base = peer.rcv_nxt
             sent_before = s.stats.segments_sent
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             x = 2
             for i in range(n_acks):
                 blocks = []
@@ -281,8 +286,8 @@ async def test_sack_fragmentation_costs_bounded_work() -> None:
                 peer.send(peer.segment(ACK, options=((5, tuple(blocks)),)))
                 if i % 20 == 19:
                     await trio.sleep(0)
-            await trio.sleep(0.3)
-            cpu = time.perf_counter() - t0 - 0.3
+            await trio.sleep(0.3)  # virtual: returns once every task waits
+            cpu = time.process_time() - t0
             answered = s.stats.segments_sent - sent_before
             print(f"\n{n_acks} ACKs of 4 one-byte SACK blocks: {cpu:.2f} s to process, "
                   f"{answered} segments sent in reply "
@@ -291,7 +296,7 @@ async def test_sack_fragmentation_costs_bounded_work() -> None:
         s.abort()
     # No packet amplification: at most one segment per ACK received ...
     assert answered <= n_acks
-    # ... and no quadratic work: 120 ACKs take well under a second.
+    # ... and no quadratic work: 120 ACKs take well under a second of CPU.
     assert cpu < 1.0
 
 
@@ -644,19 +649,28 @@ async def test_spoofed_syn_flood_at_listener_in_another_process() -> None:
             for s in socks:
                 s.close()
     mib = 1 << 20
+    seen = after["syn_received"] - base["syn_received"]
+    kernel_dropped = after["udp_drops"] - base["udp_drops"]
     print(f"flood: {flood['syns']} SYNs ({flood['sent']} B) in {flood_time:.2f} s; "
           f"flooders got back {flood['back']} B\n"
-          f"server: syn_received {after['syn_received'] - base['syn_received']}, "
+          f"server: syn_received {seen}, kernel drops {kernel_dropped}, "
           f"cookies sent {after['syn_cookies_sent']}, accepted "
           f"{after['syn_cookies_accepted']}, amplification_limited "
           f"{after['amplification_limited']}, connections {after['connections']}\n"
           f"RSS {base['rss'] / mib:.1f} -> {during['rss'] / mib:.1f} -> "
           f"{after['rss'] / mib:.1f} MiB (peak {after['hwm'] / mib:.1f} MiB)")
     assert flood["syns"] >= min_syns
-    # The listener saw (nearly) all of it; the kernel may drop some under load.
-    assert after["syn_received"] - base["syn_received"] >= 0.8 * flood["syns"]
-    # Past the small half-open queue, every SYN was answered statelessly ...
-    assert after["syn_cookies_sent"] >= 0.8 * flood["syns"] - 16 - RECV_BATCH
+    # Every SYN the listener did not see was dropped by the kernel at its full receive
+    # buffer, none inside rtcp.  How many the kernel drops depends on how much CPU the
+    # server gets beside the flooder, not on rtcp: on a loaded machine (two runs of the
+    # suite at once on two cores) it dropped over a quarter of 200,000, so no share of
+    # the flood is asserted, only that the listener really faced one (over a thousand
+    # times its half-open queue).
+    assert seen + kernel_dropped >= flood["syns"]
+    assert seen >= min_syns // 2
+    # Past the small half-open queue, every SYN the listener saw was answered
+    # statelessly ...
+    assert after["syn_cookies_sent"] - base["syn_cookies_sent"] >= seen - 16 - RECV_BATCH
     # ... so the flood cost no per-connection state beyond the half-open queue (which
     # one receive batch can overshoot: see test_syn_backlog_holds_within_one_batch) ...
     assert after["connections"] <= 16 + RECV_BATCH
