@@ -42,6 +42,10 @@ RECV_BATCH = 256
 #: SYN-ACK and Linux's default 5 retransmissions (tcp_synack_retries).
 AMPLIFICATION_FACTOR = 6
 
+#: A wait's deadline is moved later along with the timer that set it only when
+#: that timer was due within this many seconds (see Endpoint._after).
+RAISE_HORIZON = 0.01
+
 
 @dataclass(slots=True)
 class EndpointStats:
@@ -345,10 +349,12 @@ class Endpoint:
             if scope is not None:
                 if t is not None and t < scope.deadline:
                     scope.deadline = t
-                elif old == scope.deadline:
+                elif old == scope.deadline and old - now < RAISE_HORIZON:
                     # This timer set the wake-up and moved later (a tail-loss
                     # probe re-armed by each ACK): move the wake-up too, or
-                    # the endpoint wakes for nothing every PTO.
+                    # the endpoint wakes for nothing every PTO.  A far one is
+                    # left alone: the deadline setter costs more than one
+                    # wake-up much later (handshakes move timers ~1 s out).
                     scope.deadline = self._next_deadline()
 
     def _on_events(self, slot: Slot, events: list[ev.Event], now: float) -> None:
