@@ -150,12 +150,15 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                         raise _broken(conn.error)
                     if not conn.can_send:
                         raise trio.ClosedResourceError("send_eof() was called on this stream")
-                    space = conn.send_space
-                    if pos < total and space:
-                        # more: a runt at the end waits for the rest, not a timer
-                        pos += conn.send(view[pos:pos + space], trio.current_time(),
-                                         more=pos + space < total)
-                        self._endpoint.kick(self._slot)
+                    if pos < total:
+                        # more: a runt at the end waits for the rest, not a
+                        # timer (said again, with nothing, when there is no room)
+                        space = conn.send_space
+                        n = conn.send(view[pos:pos + space], trio.current_time(),
+                                      more=pos + space < total)
+                        if n:
+                            pos += n
+                            self._endpoint.kick(self._slot)
                     if pos >= total:
                         break
                     await self._wait_change()

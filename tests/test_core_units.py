@@ -773,6 +773,20 @@ def test_autocork_a_writer_with_more_holds_the_runt_without_a_timer() -> None:
     assert [s.payload for s in a.segments_to_send(1.0012)] == [b"x" * 100]
 
 
+def test_autocork_a_writer_that_blocks_later_cancels_the_timer() -> None:
+    """The write ended on a runt (timer armed); the next write finds no room
+    and says more is coming with nothing: the timer is off, the runt held."""
+    a, _, _ = connect(Config(autocork=0.0002), Config())
+    room = a.mss - 12
+    a.send(b"F" * (2 * room) + b"x" * 100, 1.0)
+    assert len(a.segments_to_send(1.0)) == 2
+    assert a.timer() == pytest.approx(1.0002)
+    a.send(b"", 1.0001, more=True)
+    assert a.timer() is not None and a.timer() >= 1.002
+    a.handle_timer(1.0003)
+    assert a.segments_to_send(1.0003) == []
+
+
 def test_autocork_zero_sends_runts_at_once() -> None:
     a, _, _ = connect(Config(autocork=0.0), Config())
     room = a.mss - 12

@@ -388,6 +388,8 @@ class Connection:
         up says so with ``send(b"", now)`` (else the runt waits until the data
         ahead of it is acknowledged)."""
         self._more_coming = more
+        if more:
+            self._cork_deadline = None  # the data, not a timer, ends the hold
         if not self.can_send:
             raise ConnectionStateError(f"send() in state {self.state}")
         if data.__class__ is not bytes and data.__class__ is not bytearray:
@@ -1186,13 +1188,14 @@ class Connection:
 
     def _cork(self, room: int, now: float) -> bool:
         """Hold a data-limited runt for the next write (Config.autocork)?"""
-        if (self._cork_spent or self._fin_queued or not self.config.autocork
-                or self.snd_nxt - self.snd_una < 2 * room):
+        if self._fin_queued or not self.config.autocork or self.snd_nxt - self.snd_una < 2 * room:
             return False
         if self._more_coming:
             # The blocked writer fills the runt once an ACK (two segments
             # are out) opens space: no timer, and no wake-up to send a runt.
             return True
+        if self._cork_spent:
+            return False
         if self._cork_deadline is None:
             self._cork_deadline = now + self.config.autocork
         return True
