@@ -1171,3 +1171,47 @@ def test_send_counts_the_bytes_of_any_view_not_its_items() -> None:
         if len(got) >= len(expected):
             break
     assert bytes(got) == expected
+
+
+def test_idle_longer_than_the_user_timeout_then_a_write_is_no_timeout() -> None:
+    """The user timeout counted from the last ACK that moved SND.UNA: after
+    99 s idle the first write's deadline was already past, and the live
+    connection died at once (found by a cold review)."""
+    a, b, _ = connect(Config(user_timeout=10.0), Config())
+    a.send(b"x" * 100, 1.0)
+    deliver(a, b, 1.0)
+    b.handle_timer(1.1)
+    deliver(b, a, 1.1)
+    assert a.snd_una == a.snd_nxt
+    a.send(b"y" * 100, 100.0)
+    deliver(a, b, 100.0)
+    assert a.timer() is not None and a.timer() > 100.0
+    a.handle_timer(a.timer())
+    assert a.state == "ESTABLISHED"
+
+
+def test_a_zero_window_longer_than_the_user_timeout_then_reopened_is_no_timeout() -> None:
+    """RFC 9293 3.8.6.1: a peer that answers every probe keeps the connection;
+    the data sent once it reopens gets a fresh user timeout."""
+    a, b, _ = connect(Config(user_timeout=10.0, autocork=0.0), Config(receive_buffer=8192))
+    a.send(b"x" * 20000, 1.0)
+    now = 1.0
+    for _ in range(20):
+        deliver(a, b, now)
+        b.handle_timer(now + 0.05)
+        deliver(b, a, now + 0.05)
+        now += 0.05
+    assert a.snd_wnd == 0 and a.snd_una == a.snd_nxt
+    while now < 30.0:  # probes, each answered
+        now = a.timer()
+        a.handle_timer(now)
+        deliver(a, b, now)
+        b.handle_timer(now)
+        deliver(b, a, now)
+    assert a.state == "ESTABLISHED" and a.stats.window_probes > 3
+    while b.readable:
+        b.receive(1 << 20, now)
+    deliver(b, a, now)  # the window reopens
+    assert a.segments_to_send(now) and a.snd_nxt > a.snd_una
+    a.handle_timer(max(now, a.timer()))
+    assert a.state == "ESTABLISHED"

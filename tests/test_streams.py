@@ -730,6 +730,25 @@ async def test_user_timeout_breaks_send(autojump_clock) -> None:
         assert trio.current_time() - t0 <= 5.0 + 1e-6
 
 
+async def test_a_write_after_idling_longer_than_the_user_timeout_goes_through(
+        autojump_clock) -> None:
+    """The default user timeout is 60 s: a connection idle for two minutes
+    died on its next write (the deadline counted from the last ACK)."""
+    net = MemoryNetwork(delay=0.001)
+    with trio.fail_after(600):
+        c, s = await memory_pair(net, Config())
+        await c.send_all(b"hello")
+        assert await s.receive_some() == b"hello"
+        await trio.sleep(120)
+        await c.send_all(b"again")
+        with trio.fail_after(5):
+            assert await s.receive_some() == b"again"
+        await trio.sleep(1)
+        assert c.state == "ESTABLISHED"
+        await c.aclose()
+        await s.aclose()
+
+
 async def test_busy_and_closed_errors() -> None:
     with trio.fail_after(20):
         a, b = await loopback_pair()

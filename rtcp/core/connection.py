@@ -1213,6 +1213,10 @@ class Connection:
         self._emit_segment(lo, flags, payload,
                            options=self._options(now) if options is None else options)
         if hi > self.snd_nxt:
+            if self.snd_nxt == self.snd_una:
+                # Data outstanding again: the user timeout counts from now,
+                # not from the last ACK before an idle (or zero-window) spell.
+                self._progress_time = now
             self.snd_nxt = hi
             self._cork_deadline = None
             self._cork_spent = False
