@@ -459,7 +459,10 @@ class Connection:
             # Tell the peer about the opened window once it grew enough (no
             # SWS) and at least doubles what the peer may still send (Linux's
             # tcp_cleanup_rbuf): a reader that keeps up leaves that to the
-            # next ACK, where an update per read doubled the ACKs.
+            # next ACK, where an update per read doubled the ACKs.  (Doubling
+            # means growing by what the peer may still send, so a peer down
+            # to less than the SWS step, say a lone segment that only a
+            # delayed ACK would answer, is always told.)
             edge = self.rcv_nxt + self._free_space()
             usable = self._rcv_adv - self.rcv_nxt
             if edge - self._rcv_adv >= min(self.config.receive_buffer // 2, 2 * self.mss) \
