@@ -757,12 +757,12 @@ def test_autocork_never_delays_a_lone_small_write_or_a_fin() -> None:
 
 def test_autocork_a_writer_with_more_holds_the_runt_without_a_timer() -> None:
     """send(more=True): the writer is blocked on buffer space with more to
-    write, so the runt waits for it, not for a timer (which, in bulk
-    transfers, woke the endpoint to send a runt per few writes)."""
-    a, _, _ = connect(Config(autocork=0.0002, send_buffer=4096), Config())
+    write, so with many segments out the runt waits for it, not for a timer
+    (which, in bulk transfers, woke the endpoint to send a runt per few writes)."""
+    a, _, _ = connect(Config(autocork=0.0002), Config())
     room = a.mss - 12
-    a.send(b"F" * (2 * room) + b"x" * 100, 1.0, more=True)
-    assert [len(s.payload) for s in a.segments_to_send(1.0)] == [room, room]
+    a.send(b"F" * (8 * room) + b"x" * 100, 1.0, more=True)
+    assert [len(s.payload) for s in a.segments_to_send(1.0)] == [room] * 8
     assert a.timer() is not None and a.timer() >= 1.002  # the tail-loss probe: no cork timer
     a.handle_timer(1.001)
     assert a.segments_to_send(1.001) == []  # still held
@@ -773,18 +773,31 @@ def test_autocork_a_writer_with_more_holds_the_runt_without_a_timer() -> None:
     assert [s.payload for s in a.segments_to_send(1.0012)] == [b"x" * 100]
 
 
-def test_autocork_a_writer_that_blocks_later_cancels_the_timer() -> None:
-    """The write ended on a runt (timer armed); the next write finds no room
-    and says more is coming with nothing: the timer is off, the runt held."""
-    a, _, _ = connect(Config(autocork=0.0002), Config())
+def test_autocork_more_with_few_segments_out_keeps_the_timer() -> None:
+    """With a small send buffer (two segments out) holding the runt for an
+    ACK would idle a third of the path for a round trip: the timer applies."""
+    a, _, _ = connect(Config(autocork=0.0002, send_buffer=4096), Config())
     room = a.mss - 12
-    a.send(b"F" * (2 * room) + b"x" * 100, 1.0)
+    a.send(b"F" * (2 * room) + b"x" * 100, 1.0, more=True)
     assert len(a.segments_to_send(1.0)) == 2
     assert a.timer() == pytest.approx(1.0002)
+    a.handle_timer(1.0002)
+    assert [s.payload for s in a.segments_to_send(1.0002)] == [b"x" * 100]
+
+
+def test_autocork_a_writer_that_blocks_later_holds_the_runt_past_its_timer() -> None:
+    """The write ended on a runt (timer armed); the next write finds no room
+    and says more is coming with nothing: the runt waits for it even when
+    the timer fires."""
+    a, _, _ = connect(Config(autocork=0.0002), Config())
+    room = a.mss - 12
+    a.send(b"F" * (8 * room) + b"x" * 100, 1.0)
+    assert len(a.segments_to_send(1.0)) == 8
+    assert a.timer() == pytest.approx(1.0002)
     a.send(b"", 1.0001, more=True)
-    assert a.timer() is not None and a.timer() >= 1.002
     a.handle_timer(1.0003)
     assert a.segments_to_send(1.0003) == []
+    assert a.timer() is not None and a.timer() >= 1.002  # the cork timer is gone
 
 
 def test_autocork_zero_sends_runts_at_once() -> None:

@@ -53,6 +53,9 @@ LARGE_CHUNK = 16384
 UNREACHABLE_STRIKES = 3
 #: Probes an episode sends at most; then, inconclusive, it ends quietly.
 UNREACHABLE_PROBES = 6
+#: A writer blocked with more to send (send(more=True)) holds a runt without
+#: the autocork timer only while this many full segments are in flight.
+MORE_HOLD_SEGMENTS = 8
 
 
 class State(enum.StrEnum):
@@ -388,8 +391,6 @@ class Connection:
         up says so with ``send(b"", now)`` (else the runt waits until the data
         ahead of it is acknowledged)."""
         self._more_coming = more
-        if more:
-            self._cork_deadline = None  # the data, not a timer, ends the hold
         if not self.can_send:
             raise ConnectionStateError(f"send() in state {self.state}")
         if data.__class__ is not bytes and data.__class__ is not bytearray:
@@ -1193,9 +1194,12 @@ class Connection:
         """Hold a data-limited runt for the next write (Config.autocork)?"""
         if self._fin_queued or not self.config.autocork or self.snd_nxt - self.snd_una < 2 * room:
             return False
-        if self._more_coming:
-            # The blocked writer fills the runt once an ACK (two segments
-            # are out) opens space: no timer, and no wake-up to send a runt.
+        if self._more_coming and self.snd_nxt - self.snd_una >= MORE_HOLD_SEGMENTS * room:
+            # The blocked writer fills the runt once an ACK opens space: no
+            # timer, and no wake-up to send a runt.  Only with many segments
+            # out, where ACKs come often and the runt is a small part of the
+            # window; with a small send buffer the hold would idle the path.
+            self._cork_deadline = None
             return True
         if self._cork_spent:
             return False
