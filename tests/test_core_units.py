@@ -548,6 +548,22 @@ def test_a_reader_that_keeps_up_sends_no_window_updates() -> None:
     assert a.snd_wnd >= 56 * 1024
 
 
+def test_a_window_grown_by_a_quarter_of_the_buffer_is_advertised() -> None:
+    """After a burst the ACKs advertise a window cut by unread data; reading
+    it reopens a quarter of a small buffer, short of doubling what the peer
+    may still send.  Without an update the sender's next flight is the cut
+    window (a 32 KiB buffer over 20 ms ramped up 10-26 % slower)."""
+    cfg_b = Config(receive_buffer=32 * 1024)
+    a, b, _ = connect(Config(autocork=0.0), cfg_b)
+    a.send(b"x" * 14400, 1.0)  # the initial window: ten segments
+    deliver(a, b, 1.0)
+    [ack] = deliver(b, a, 1.0)[-1:]
+    usable = ack.window << b._rcv_wscale
+    assert usable < 32 * 1024 - 14000  # cut by what is not read yet
+    assert read_all(b, 1.001) == b"x" * 14400
+    assert 14400 < usable and b.ack_due  # no doubling, but a quarter of the buffer
+
+
 def test_a_window_update_opens_the_senders_window_and_is_no_duplicate_ack() -> None:
     """Window updates take the fast path (they are every other ACK when
     segments are large); one with an unchanged window still counts as a

@@ -459,15 +459,19 @@ class Connection:
         if self.state in RECEIVING:
             # Tell the peer about the opened window once it grew enough (no
             # SWS) and at least doubles what the peer may still send (Linux's
-            # tcp_cleanup_rbuf): a reader that keeps up leaves that to the
-            # next ACK, where an update per read doubled the ACKs.  (Doubling
-            # means growing by what the peer may still send, so a peer down
-            # to less than the SWS step, say a lone segment that only a
-            # delayed ACK would answer, is always told.)
+            # tcp_cleanup_rbuf), or by a quarter of the buffer: a reader that
+            # keeps up leaves smaller steps to the next ACK, where an update
+            # per read doubled the ACKs of 64 KiB segments.  (Doubling means
+            # growing by what the peer may still send, so a peer down to less
+            # than the SWS step, say a lone segment that only a delayed ACK
+            # would answer, is always told.  The quarter: after a burst the
+            # ACKs advertised a window cut by unread data, and small buffers
+            # ramped up a round trip or two later without it.)
             edge = self.rcv_nxt + self._free_space()
-            usable = self._rcv_adv - self.rcv_nxt
-            if edge - self._rcv_adv >= min(self.config.receive_buffer // 2, 2 * self.mss) \
-                    and edge - self.rcv_nxt >= 2 * usable:
+            grow = edge - self._rcv_adv
+            buffer = self.config.receive_buffer
+            if grow >= min(buffer // 2, 2 * self.mss) \
+                    and (grow >= self._rcv_adv - self.rcv_nxt or 4 * grow >= buffer):
                 self._ack_now = True
         return data
 
