@@ -386,10 +386,11 @@ class Connection:
         ``data`` may be any buffer; a view of other items than bytes (say a
         2-D or ``"i"`` view) counts its bytes, not its items.  ``more`` (as
         MSG_MORE): the writer has more data and will send it as soon as space
-        opens, so a runt at the end of the queue waits for it without the
-        autocork timer.  It holds until the next ``send``: a writer that gives
-        up says so with ``send(b"", now)`` (else the runt waits until the data
-        ahead of it is acknowledged)."""
+        opens, so a runt at the end of the queue, behind MORE_HOLD_SEGMENTS
+        full segments in flight, waits for it without the autocork timer.  It
+        holds until the next ``send``: a writer that gives up says so with
+        ``send(b"", now)`` (else the runt waits until the data ahead of it is
+        acknowledged)."""
         self._more_coming = more
         if not self.can_send:
             raise ConnectionStateError(f"send() in state {self.state}")
@@ -729,8 +730,7 @@ class Connection:
         if ack != snd_una:  # (with data: request/response traffic)
             self._sample_rtt_from(seg, ack, now)
             self._ack_advance(ack, now)
-            self._update_send_window(wnd, rcv_nxt, ack)
-        elif not plen:
+        if ack != snd_una or not plen:
             self._update_send_window(wnd, rcv_nxt, ack)
         if plen:
             self._rcvbuf.append(payload)
