@@ -107,7 +107,9 @@ class Config:
     #: may wait for the next write to fill it, and only while at least two
     #: full segments are unacknowledged, which the small one could not
     #: overtake anyway.  Spares a runt datagram per write that does not end on
-    #: a segment boundary; ``0`` sends such runts at once.
+    #: a segment boundary; ``0`` sends such runts at once.  While ``send_all``
+    #: is blocked on a full buffer with more to write and eight full segments
+    #: are out, the runt waits for that data instead of the timer.
     autocork: float = 0.0002
     #: Longest an ACK may be delayed (seconds); every second full-sized
     #: segment is acknowledged at once regardless.
