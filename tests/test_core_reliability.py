@@ -105,10 +105,11 @@ def test_rto_backoff_and_user_timeout_when_peer_vanishes() -> None:
     assert p.now == pytest.approx(t0 + 10.0, abs=0.05)
     sends = [t for t, src, seg in p.log if src == "A>B" and seg.payload]
     times = [round(t - sends[0], 2) for t in sends]
-    # A tail loss probe after 2 SRTT (RFC 8985), then RTOs with exponential
-    # backoff: 1 s, 2 s, 4 s after the first transmission.
+    # A tail loss probe after 2 SRTT (RFC 8985), which re-arms the RTO (7.3),
+    # then RTOs with exponential backoff: 1 s, 2 s, 4 s after the probe.
     # (one segment in flight: the probe also waits out a delayed ACK).
-    assert times[:5] == [0.0, 0.04 + 0.04 + 0.01, 1.0, 3.0, 7.0]
+    tlp = 0.04 + 0.04 + 0.01
+    assert times[:5] == [0.0, tlp, tlp + 1.0, tlp + 3.0, tlp + 7.0]
     assert p.a.stats.tail_loss_probes == 1
 
 
@@ -378,3 +379,27 @@ def test_loss_without_reordering_keeps_dupthresh(seed: int) -> None:
     data = blob(1_000_000, 6)
     got, _ = p.transfer(data, b"", close=False)
     assert got == data and not p.a._reordering_seen
+
+
+def test_tlp_rearms_the_rto() -> None:
+    """RFC 8985 7.3: after a tail loss probe the RTO is re-armed from the probe.
+    Here it keeps its old deadline: with SRTT 80 ms and RTO 200 ms the PTO fires
+    at 160 ms, the probe's SACK cannot come back before 240 ms, and the RTO at
+    200 ms collapses cwnd to one segment although the probe would have repaired
+    the tail by fast recovery."""
+    p = Pair(profile=LinkProfile(delay=0.04))
+    p.handshake()
+    p.transfer(bytes(300_000), b"", close=False)
+    p.run(lambda: p.a.snd_una == p.a.snd_nxt)
+    assert 0.075 < p.a.stats.srtt < 0.09 and p.a._rtt.rto == 0.2
+    p.now += 1.0
+    room = p.a._payload_room()
+    una = p.a.snd_una
+    lost = {una + room * i for i in (2, 3, 4)}
+    p.drop = lambda src, seg: not (src == "A>B" and seg.payload
+                                   and (seg.seq in {x & 0xFFFFFFFF for x in lost})
+                                   and p.a.stats.tail_loss_probes == 0)
+    p.a.send(bytes(5 * room), p.now)
+    p.run(lambda: p.a.snd_una >= una + 5 * room, max_time=p.now + 5)
+    assert p.a.stats.tail_loss_probes == 1
+    assert p.a.stats.timeouts == 0, "RTO fired 40 ms after the probe, before its ACK"

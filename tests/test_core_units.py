@@ -1244,3 +1244,130 @@ def test_a_zero_window_longer_than_the_user_timeout_then_reopened_is_no_timeout(
     assert a.segments_to_send(now) and a.snd_nxt > a.snd_una
     a.handle_timer(max(now, a.timer()))
     assert a.state == "ESTABLISHED"
+
+
+# ============================================ timers (a cold review)
+def _fill_zero_window(a: Connection, b: Connection, now: float) -> float:
+    for _ in range(20):
+        deliver(a, b, now)
+        b.handle_timer(now + 0.05)
+        deliver(b, a, now + 0.05)
+        now += 0.05
+    assert a.snd_wnd == 0 and a.snd_una == a.snd_nxt and a.send_space < a.config.send_buffer
+    return now
+
+
+def test_zero_window_peer_that_vanishes_is_given_up() -> None:
+    """A: data queued behind a zero window; B vanishes (no ACK, no ICMP).
+    Persist probes go unanswered forever: no user timeout (SND.NXT == SND.UNA),
+    no probe limit, so send_all() blocks for ever."""
+    a, b, _ = connect(Config(user_timeout=10.0, autocork=0.0), Config(receive_buffer=8192))
+    a.send(b"x" * 20000, 1.0)
+    now = _fill_zero_window(a, b, 1.0)
+    while now < 3600.0:  # B is gone: what A sends is lost
+        now = a.timer()
+        a.handle_timer(now)
+        a.segments_to_send(now)
+        if a.state == "CLOSED":
+            break
+    assert a.state == "CLOSED", (now, a.state, a.stats.window_probes)
+    assert any(isinstance(e, ev.ConnectionTimedOut) for e in a.events())
+
+
+def test_write_into_a_zero_window_after_long_idle_is_no_timeout() -> None:
+    """The fix for the vanished zero-window peer must count from when probing
+    started, not from the peer's last segment before an idle spell."""
+    a, b, _ = connect(Config(user_timeout=10.0, autocork=0.0), Config(receive_buffer=8192))
+    a.send(b"x" * 8192, 1.0)
+    now = 1.0
+    for _ in range(20):
+        deliver(a, b, now)
+        b.handle_timer(now + 0.05)
+        deliver(b, a, now + 0.05)
+        now += 0.05
+    assert a.snd_wnd == 0 and a.snd_una == a.snd_nxt and a.send_space == a.config.send_buffer
+    a.send(b"y" * 1000, 200.0)  # long after B's last segment
+    assert not [s for s in a.segments_to_send(200.0) if s.payload]
+    now = 200.0
+    while now < 260.0:  # every probe answered
+        now = a.timer()
+        a.handle_timer(now)
+        deliver(a, b, now)
+        deliver(b, a, now)
+        assert a.state == "ESTABLISHED", now
+
+
+def test_orphan_with_a_slow_but_steady_reader_is_not_reset() -> None:
+    """close() with data queued; the peer reads slowly but steadily (every ACK
+    moves SND.UNA).  README: after aclose() gives up, "the endpoint keeps
+    retransmitting until the user timeout, so the data still arrives".
+    The orphan deadline is close() + 2 MSL + user_timeout regardless of progress."""
+    a, b, _ = connect(Config(user_timeout=5.0, msl=1.0, autocork=0.0),
+                      Config(receive_buffer=8192))
+    data = bytes(range(256)) * 160  # 40 KiB
+    assert a.send(data, 1.0) == len(data)
+    a.close(1.0)  # orphaned: nobody will see an error
+    got = bytearray()
+    now, next_read = 1.0, 1.0
+    while now < 100.0 and not b.eof_received and b.state != "CLOSED":
+        for c in (a, b):
+            t = c.timer()
+            if t is not None and t <= now:
+                c.handle_timer(now)
+        deliver(a, b, now)
+        if now >= next_read:  # 2 KB/s reader
+            got += b.receive(1000, now)
+            next_read = now + 0.5
+        deliver(b, a, now)
+        now = round(now + 0.01, 6)
+    while b.readable:
+        got += b.receive(1 << 20, now)
+    assert b.error is None, (now, b.error, len(got))
+    assert bytes(got) == data and b.eof_received
+
+
+def test_keepalive_does_not_run_in_time_wait() -> None:
+    """A retransmitted FIN reaching TIME_WAIT re-arms keepalive (_on_synchronized
+    arms it for every SYNCHRONIZED state); the probe draws an RST from the peer,
+    which has closed, and the RST ends TIME_WAIT early."""
+    cfg = Config(keepalive_idle=5.0, keepalive_interval=1.0, msl=30.0)
+    a, b, _ = connect(cfg, Config())
+    a.shutdown(1.0)
+    deliver(a, b, 1.0)            # A's FIN
+    b.shutdown(1.0)
+    deliver(b, a, 1.0)            # B's ACK + FIN -> A in TIME_WAIT
+    assert a.state == "TIME_WAIT" and b.state == "LAST_ACK"
+    a.segments_to_send(1.0)       # A's last ACK is lost
+    b.handle_timer(b.timer())     # B retransmits its FIN
+    deliver(b, a, 2.0)
+    deliver(a, b, 2.0)            # A ACKs it again; B closes
+    assert b.state == "CLOSED"
+    now = 2.0
+    while a.state == "TIME_WAIT":
+        now = a.timer()
+        a.handle_timer(now)
+        for s in a.segments_to_send(now):
+            b.handle_segment(s, now)     # B (closed) answers with RST
+        deliver(b, a, now)
+    assert a.stats.keepalives_sent == 0, (now, a.stats.keepalives_sent)
+    assert now >= 2.0 + 2 * cfg.msl
+
+
+def test_keepalive_after_a_slow_handshake_is_not_due_at_once() -> None:
+    """The active opener's _last_recv_time is never set by the SYN-ACK, so the
+    keepalive deadline is creation + idle: a handshake slower than the idle
+    time sends a probe the moment it completes."""
+    cfg = Config(keepalive_idle=2.0)
+    a = Connection(cfg, 1000, 2000, iss=1000, now=0.0, ts_offset=0)
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0, ts_offset=0)
+    b.listen()
+    a.connect(0.0)
+    a.segments_to_send(0.0)       # SYN lost
+    a.handle_timer(1.0)
+    a.segments_to_send(1.0)       # lost again
+    a.handle_timer(3.0)           # third SYN gets through
+    deliver(a, b, 3.0)
+    deliver(b, a, 3.0)
+    deliver(a, b, 3.0)
+    assert a.state == "ESTABLISHED"
+    assert a.timer() is None or a.timer() >= 3.0 + cfg.keepalive_idle, a.timer()

@@ -749,6 +749,38 @@ async def test_a_write_after_idling_longer_than_the_user_timeout_goes_through(
         await s.aclose()
 
 
+async def test_send_all_to_a_vanished_zero_window_peer_breaks(autojump_clock) -> None:
+    cut = {"on": False}
+    net = MemoryNetwork(filter=lambda data, src, dst: not cut["on"])
+    cfg = Config(user_timeout=5.0, send_buffer=4096, receive_buffer=4096)
+    c, s = await memory_pair(net, cfg)
+    with trio.move_on_after(1):
+        while True:
+            await c.send_all(b"x" * 1000)  # the server never reads: blocks
+    assert c._conn.snd_wnd == 0
+    cut["on"] = True  # the peer host vanishes
+    with trio.fail_after(3600), pytest.raises(trio.BrokenResourceError):
+        await c.send_all(b"x" * 1000)   # on HEAD: TooSlowError after an hour
+
+
+async def test_aclose_then_slow_reader_gets_everything(autojump_clock) -> None:
+    """README: after aclose() gives up "the endpoint keeps retransmitting until
+    the user timeout, so the data still arrives"."""
+    net = MemoryNetwork(delay=0.01)
+    cfg = Config(user_timeout=5.0, msl=1.0, close_timeout=2.0,
+                 send_buffer=65536, receive_buffer=4096)
+    c, s = await memory_pair(net, cfg)
+    data = bytes(range(256)) * 160
+    await c.send_all(data)
+    await c.aclose()  # gives up after 2 s, with a warning; the endpoint goes on
+    got = bytearray()
+    with trio.fail_after(600):
+        while chunk := await s.receive_some(1000):  # on HEAD: BrokenResourceError
+            got += chunk
+            await trio.sleep(0.5)
+    assert bytes(got) == data
+
+
 async def test_busy_and_closed_errors() -> None:
     with trio.fail_after(20):
         a, b = await loopback_pair()

@@ -778,6 +778,7 @@ class Connection:
             return
         if not flags & SYN:
             return
+        self._last_recv_time = now
         self._accept_syn_options(seg)
         self.irs = seg.seq
         self.rcv_nxt = self.irs + 1
@@ -804,7 +805,8 @@ class Connection:
         plen = len(seg.payload)
         self._last_recv_time = now
         self._ka_probes = 0
-        if self.config.keepalive_idle is not None and st in SYNCHRONIZED:
+        if self.config.keepalive_idle is not None and st in SYNCHRONIZED \
+                and st is not S.TIME_WAIT:
             self._ka_deadline = now + self.config.keepalive_idle
 
         # Duplicate SYN (or SYN-ACK in simultaneous open) for the SYN we know.
@@ -1180,6 +1182,7 @@ class Connection:
             if (self.snd_wnd == 0 and self.snd_nxt < data_end and self.snd_nxt == self.snd_una
                     and self._persist_deadline is None):
                 self._persist_deadline = now + self._rtt.rto * (1 << self._persist_backoff)
+                self._progress_time = now  # nothing outstanding: free for the persist phase
         if not sent_any and (self._ack_now or (self._ack_pending and self._delack_deadline is None)):
             self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
         if self.snd_nxt > self.snd_una:
@@ -1513,6 +1516,8 @@ class Connection:
         self._xmit_head = head
         self._progress_time = now
         self._persist_backoff = 0
+        if self._orphan_deadline is not None and self.state in SENDING:
+            self._orphan_deadline = now + 2 * self.config.msl + self.config.user_timeout
         if self._rtt.backoff and self._rtt.has_sample:
             self._rtt.reset_backoff()
         if self.cwnd:
@@ -1791,6 +1796,7 @@ class Connection:
             return
         self._rtx_done.add(lo, self.snd_nxt)
         self._send_range(lo, self.snd_nxt, now, retransmit=True)
+        self._rto_deadline = now + self._rtt.rto  # RFC 8985 7.3
 
     def _on_rto(self, now: float) -> None:
         self._rto_deadline = None
@@ -1829,6 +1835,8 @@ class Connection:
             return
         # A probe below the window elicits an ACK carrying the current window.
         self.stats.window_probes += 1
+        if self._last_recv_time >= self._progress_time:  # the last probe was answered
+            self._progress_time = now
         self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
         self._persist_backoff = min(self._persist_backoff + 1, 6)
         self._persist_deadline = now + min(self._rtt.rto * (1 << self._persist_backoff),
@@ -1852,8 +1860,13 @@ class Connection:
         self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
 
     def _user_deadline(self) -> float | None:
-        if self.snd_nxt > self.snd_una and self.state in SYNCHRONIZED:
-            return self._progress_time + self.config.user_timeout
+        if self.state in SYNCHRONIZED:
+            if self.snd_nxt > self.snd_una:
+                return self._progress_time + self.config.user_timeout
+            if self._persist_deadline is not None and self._last_recv_time < self._progress_time:
+                # Zero-window probing, and the peer has not answered since the
+                # first unanswered probe (_progress_time, see _on_persist).
+                return self._progress_time + self.config.user_timeout
         return None
 
     def _update_send_window(self, window: int, seq: int, ack: int) -> None:
