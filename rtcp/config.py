@@ -94,7 +94,10 @@ class Config:
     #: RFC 6298 retransmission timeout before any RTT sample (seconds); used
     #: within ``min_rto..max_rto`` (clamped), so either bound may be moved alone.
     initial_rto: float = 1.0
-    #: Lower bound on the RTO; RFC 6298 says 1 s, Linux uses 0.2 s.
+    #: Lower bound on the RTO; RFC 6298 says 1 s, Linux uses 0.2 s.  Keep it
+    #: above the peer's delayed ACK (``delayed_ack``, 40 ms by default): below,
+    #: a lone segment's ACK comes after the RTO, so every small write is sent
+    #: twice and the window falls to one segment.
     min_rto: float = 0.2
     #: Upper bound on the RTO after exponential backoff.
     max_rto: float = 60.0
