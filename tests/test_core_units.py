@@ -1224,13 +1224,7 @@ def test_a_zero_window_longer_than_the_user_timeout_then_reopened_is_no_timeout(
     the data sent once it reopens gets a fresh user timeout."""
     a, b, _ = connect(Config(user_timeout=10.0, autocork=0.0), Config(receive_buffer=8192))
     a.send(b"x" * 20000, 1.0)
-    now = 1.0
-    for _ in range(20):
-        deliver(a, b, now)
-        b.handle_timer(now + 0.05)
-        deliver(b, a, now + 0.05)
-        now += 0.05
-    assert a.snd_wnd == 0 and a.snd_una == a.snd_nxt
+    now = _fill_zero_window(a, b, 1.0)
     while now < 30.0:  # probes, each answered
         now = a.timer()
         a.handle_timer(now)
