@@ -46,9 +46,9 @@ def isn_and_ts_offset(secret: bytes, local: tuple, remote: tuple,
 
 def initial_sequence_number(secret: bytes, local: tuple, remote: tuple, now: float) -> int:
     """RFC 6528's ISN for the connection ``local`` -> ``remote`` at time ``now``."""
-    return (int(now * 250_000) + (_f(secret, local, remote) >> 32)) & MASK
+    return isn_and_ts_offset(secret, local, remote, now)[0]
 
 
 def timestamp_offset(secret: bytes, local: tuple, remote: tuple) -> int:
     """Per-address-pair timestamp offset, so TSval grows across connections."""
-    return _f(secret, local, remote) & MASK
+    return isn_and_ts_offset(secret, local, remote, 0.0)[1]
