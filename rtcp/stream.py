@@ -230,8 +230,8 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                 if conn.error is not None:
                     raise _broken(conn.error)
                 if conn.state is S.CLOSED or (conn.state not in RECEIVING
-                                                  and conn.state is not S.SYN_RECEIVED
-                                                  and conn.state is not S.SYN_SENT):
+                                              and conn.state is not S.SYN_RECEIVED
+                                              and conn.state is not S.SYN_SENT):
                     # Closed without an error and without the peer's FIN.
                     raise _broken(conn.error)
                 await self._wait_change()

@@ -1675,7 +1675,7 @@ class Connection:
             tr = self._rtx_sent(end - 1)
             if tr is not None and now - tr >= self._min_rtt:
                 t = max(t, tr)
-        if t > self._rack_xmit or (t == self._rack_xmit and end > self._rack_end):
+        if not self._rack_before(t, end):
             self._rack_xmit, self._rack_end = t, end
             self._rack_rtt = now - t
 
