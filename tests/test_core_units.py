@@ -5,6 +5,7 @@ receive window and window scaling, MSS, Nagle, PAWS)."""
 from __future__ import annotations
 
 import array
+import dataclasses
 import random
 
 import pytest
@@ -1365,3 +1366,18 @@ def test_keepalive_after_a_slow_handshake_is_not_due_at_once() -> None:
     deliver(a, b, 3.0)
     assert a.state == "ESTABLISHED"
     assert a.timer() is None or a.timer() >= 3.0 + cfg.keepalive_idle, a.timer()
+
+
+def test_data_on_a_syn_ack_is_taken() -> None:
+    """Unusual but legal: it lies in the window our SYN offered, so it is
+    delivered and acknowledged, not trimmed away and sent again."""
+    a = Connection(Config(), 1000, 2000, iss=1000, now=0.0)
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    b.listen()
+    a.connect(0.0)
+    deliver(a, b, 0.0)
+    [synack] = b.segments_to_send(0.0)
+    a.handle_segment(dataclasses.replace(synack, payload=b"hi"), 0.01)
+    assert a.state == "ESTABLISHED" and a.receive(10, 0.01) == b"hi"
+    [ack] = a.segments_to_send(0.01)
+    assert ack.flags == ACK and ack.ack == 5003

@@ -782,7 +782,8 @@ class Connection:
         self._accept_syn_options(seg)
         self.irs = seg.seq
         self.rcv_nxt = self.irs + 1
-        self._rcv_adv = self.rcv_nxt
+        # The window our SYN offered (unscaled): data on the SYN-ACK may fill it.
+        self._rcv_adv = self.rcv_nxt + min(self._free_space(), 0xFFFF)
         if flags & ACK:
             self._sample_rtt_from(seg, ack, now)
             self._ack_advance(ack, now)
