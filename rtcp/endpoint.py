@@ -201,7 +201,7 @@ class Endpoint:
         slot = Slot(conn, key, addr, from_listener=False)
         slot.stream_open = True
         self._slots[key] = slot
-        conn.connect(now)
+        conn.connect(now, hold_ack=True)  # a stream's task takes it at once
         self.kick(slot)
         return slot
 

@@ -234,6 +234,8 @@ class RtcpStream(trio.abc.HalfCloseableStream):
                                               and conn.state is not S.SYN_SENT):
                     # Closed without an error and without the peer's FIN.
                     raise _broken(conn.error)
+                if conn.ack_held and conn.release_held_ack():
+                    self._endpoint.kick(self._slot)  # nothing of ours will carry it
                 await self._wait_change()
                 parked = True
             if not parked:  # parking was this call's schedule point already

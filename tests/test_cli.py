@@ -218,8 +218,8 @@ def test_trace_ladder(echo_server: Background) -> None:
     assert_in_order(ladder, [
         r"^SYN_SENT +-- SYN seq=0 -->$",
         r"^ +<-- SYN,ACK seq=0 ack=1 -- +\(SYN_RECEIVED\)$",
-        r"^ESTABLISHED +-- ACK ack=1 --> +\(ESTABLISHED\)$",
-        r"-- PSH,ACK seq=1 ack=1 len=2 -->",
+        # The handshake's last ACK rides on the first data (Connection.connect).
+        r"^ESTABLISHED +-- PSH,ACK seq=1 ack=1 len=2 --> +\(ESTABLISHED\)$",
         r"<-- PSH,ACK seq=1 ack=3 len=2 --",
         r"^FIN_WAIT_1 +-- FIN,ACK seq=3 ack=3 --> +\(CLOSE_WAIT\)$",
         r"<-- FIN,ACK seq=3 ack=4 -- +\(LAST_ACK\)$",
@@ -246,7 +246,9 @@ def test_pcap_parses_as_tcp(echo_server: Background, tmp_path: Path) -> None:
     assert (side(packets[1]), str(synack.flags)) == ("s", "SA")
     isn_c, isn_s = syn.seq, synack.seq
     assert synack.ack == isn_c + 1
-    assert (str(ack.flags), ack.seq, ack.ack) == ("A", isn_c + 1, isn_s + 1)
+    # The handshake's last ACK rides on the first data (Connection.connect).
+    assert (side(packets[2]), str(ack.flags), ack.seq, ack.ack) == ("c", "PA", isn_c + 1,
+                                                                   isn_s + 1)
 
     n = len(b"hello")
     data = [(side(p), t) for p, t in zip(packets, tcp, strict=True) if bytes(t.payload)]

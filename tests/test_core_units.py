@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from rtcp.config import Config
 from rtcp.core import events as ev
-from rtcp.core.connection import ACK, FIN, PSH, RST, SYN, Connection, reset_for
+from rtcp.core.connection import (
+    ACK,
+    FIN,
+    HANDSHAKE_ACK_HOLD,
+    PSH,
+    RST,
+    SYN,
+    Connection,
+    reset_for,
+)
 from rtcp.core.ranges import RangeSet
 from rtcp.core.rto import CLOCK_GRANULARITY, RttEstimator
 from rtcp.core.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, unwrap
@@ -1366,6 +1375,71 @@ def test_keepalive_after_a_slow_handshake_is_not_due_at_once() -> None:
     deliver(a, b, 3.0)
     assert a.state == "ESTABLISHED"
     assert a.timer() is None or a.timer() >= 3.0 + cfg.keepalive_idle, a.timer()
+
+
+# ------------------------------------------------- the handshake's held ACK
+def _synack_for(a: Connection, b: Connection, now: float) -> None:
+    """A has sent its SYN (connect); B answers it; A takes the SYN-ACK at ``now``."""
+    b.listen()
+    deliver(a, b, 0.0)
+    [synack] = b.segments_to_send(0.0)
+    a.handle_segment(synack, now)
+    assert a.state == "ESTABLISHED"
+
+
+def test_held_handshake_ack_rides_on_the_first_data() -> None:
+    a = Connection(Config(), 1000, 2000, iss=1000, now=0.0)
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    a.connect(0.0, hold_ack=True)
+    _synack_for(a, b, 0.01)
+    assert a.segments_to_send(0.01) == []  # held, not sent
+    assert a.timer() == pytest.approx(0.01 + HANDSHAKE_ACK_HOLD)
+    a.send(b"GET /", 0.0105)
+    [seg] = deliver(a, b, 0.0105)
+    assert seg.flags & ACK and seg.ack == 5001 and seg.payload == b"GET /"
+    assert b.state == "ESTABLISHED" and b.readable == 5
+    assert a.timer() != pytest.approx(0.01 + HANDSHAKE_ACK_HOLD)  # nothing held any more
+
+
+def test_held_handshake_ack_goes_alone_when_the_hold_ends() -> None:
+    a = Connection(Config(), 1000, 2000, iss=1000, now=0.0)
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    a.connect(0.0, hold_ack=True)
+    _synack_for(a, b, 0.01)
+    a.handle_timer(0.01 + HANDSHAKE_ACK_HOLD)
+    [ack] = deliver(a, b, 0.01 + HANDSHAKE_ACK_HOLD)
+    assert ack.flags == ACK and not ack.payload and b.state == "ESTABLISHED"
+
+
+def test_release_held_ack_sends_it_at_once() -> None:
+    # The application waits for the peer to speak first: nothing will carry it.
+    a = Connection(Config(), 1000, 2000, iss=1000, now=0.0)
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    a.connect(0.0, hold_ack=True)
+    _synack_for(a, b, 0.01)
+    assert a.ack_held and a.release_held_ack() and not a.ack_held
+    [ack] = deliver(a, b, 0.01)
+    assert ack.flags == ACK and b.state == "ESTABLISHED"
+    assert not a.release_held_ack()  # only once
+
+
+@pytest.mark.parametrize("case", ["no-hold", "delayed_ack=0", "data-on-syn-ack"])
+def test_handshake_ack_is_not_held(case: str) -> None:
+    cfg = Config(delayed_ack=0) if case == "delayed_ack=0" else Config()
+    a = Connection(cfg, 1000, 2000, iss=1000, now=0.0)
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    a.connect(0.0, hold_ack=case != "no-hold")
+    if case == "data-on-syn-ack":
+        b.listen()
+        deliver(a, b, 0.0)
+        [synack] = b.segments_to_send(0.0)
+        a.handle_segment(dataclasses.replace(synack, payload=b"hi"), 0.01)
+        assert a.readable == 2
+    else:
+        _synack_for(a, b, 0.01)
+    [ack] = a.segments_to_send(0.01)
+    assert ack.flags == ACK and ack.ack == (5003 if case == "data-on-syn-ack" else 5001)
+    assert not a.release_held_ack()
 
 
 def test_data_on_a_syn_ack_is_taken() -> None:

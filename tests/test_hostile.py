@@ -763,6 +763,7 @@ async def test_cookie_client_survives_losing_its_ack_and_first_segment(autojump_
     with trio.fail_after(60):
         await trio.sleep(0.01)
         client = await connect_endpoint(client_ep, ("10.0.0.2", 7), cfg)
+        await trio.sleep(0.01)  # past the ACK hold: the handshake's ACK goes alone
         await client.send_all(data)
         stream = await listener.accept()
         got = b""
@@ -834,6 +835,7 @@ async def test_cookie_client_survives_a_duplicate_syn_ack(autojump_clock) -> Non
     with trio.fail_after(60):
         await trio.sleep(0.01)
         client = await connect_endpoint(client_ep, ("10.0.0.2", 7), cfg)
+        await trio.sleep(0.01)  # past the ACK hold: the handshake's ACK goes alone
         await client.send_all(b"hello")
         assert server.stats.syn_cookies_sent == 1 and len(synacks) == 1
         inject(net, synacks[0], ("10.0.0.2", 7), client_ep.local_address)  # the copy

@@ -8,6 +8,7 @@ import logging
 import random
 import socket
 import sys
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -16,7 +17,7 @@ import trio.testing
 
 import rtcp
 from rtcp import Config, segment
-from rtcp.core.connection import ACK
+from rtcp.core.connection import ACK, HANDSHAKE_ACK_HOLD, SYN
 from rtcp.endpoint import Endpoint
 from rtcp.stream import RtcpListener, connect_endpoint
 from rtcp.transport import IP_PKTINFO, IP_RECVERR, MemoryNetwork, UdpTransport
@@ -1201,4 +1202,66 @@ async def test_local_address_may_be_a_host_string_as_in_trio() -> None:
         await stream.aclose()
         with pytest.raises(TypeError, match="host string or a \\(host, port\\) tuple"):
             await rtcp.open_rtcp_stream(LOOP, port, local_address=5000)  # type: ignore[arg-type]
+    await listener.aclose()
+
+
+def _client_segments(net_segments: list) -> Callable[[bytes, tuple, tuple], bool]:
+    """A MemoryNetwork filter that records what 10.0.0.1 sends (flags, payload)."""
+
+    def record(data: bytes, src: tuple, dst: tuple) -> bool:
+        if src[0] == "10.0.0.1":
+            seg = segment.decode(data)
+            net_segments.append((seg.flags, bytes(seg.payload)))
+        return True
+
+    return record
+
+
+async def test_the_first_write_carries_the_handshake_ack(autojump_clock) -> None:
+    """Connect, then write at once: no bare ACK of its own (one datagram fewer)."""
+    sent: list = []
+    net = MemoryNetwork(filter=_client_segments(sent))
+    cfg = Config()
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    with trio.fail_after(10):
+        client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), cfg)
+        await client.send_all(b"request")
+        stream = await listener.accept()
+        assert await stream.receive_some() == b"request"
+    assert [f & (SYN | ACK) for f, _ in sent[:2]] == [SYN, ACK]
+    assert sent[1][1] == b"request"
+    await client.aclose()
+    await stream.aclose()
+    await listener.aclose()
+
+
+async def test_a_client_that_waits_for_the_server_does_not_delay_its_accept(
+        autojump_clock) -> None:
+    """Server speaks first (a banner): the client's receive_some sends the held
+    handshake ACK at once, so the accept is not late by the hold."""
+    sent: list = []
+    net = MemoryNetwork(filter=_client_segments(sent))
+    cfg = Config()
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    accepted_at: list[float] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+
+            async def banner() -> None:
+                stream = await listener.accept()
+                accepted_at.append(trio.current_time())
+                await stream.send_all(b"220 hello")
+                await stream.aclose()
+
+            n.start_soon(banner)
+            t0 = trio.current_time()
+            client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), cfg)
+            assert await client.receive_some() == b"220 hello"
+            await client.aclose()
+    assert accepted_at[0] - t0 < HANDSHAKE_ACK_HOLD / 2
+    assert [(f & (SYN | ACK), p) for f, p in sent[:2]] == [(SYN, b""), (ACK, b"")]
     await listener.aclose()

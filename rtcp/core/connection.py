@@ -114,6 +114,11 @@ _STATE_CHANGED = {(old, new): ev.StateChanged(old.value, new.value)
                   for old in State for new in State if old is not new}
 
 
+#: Longest an active opener holds the handshake's final ACK for its first
+#: segment (seconds; at most ``Config.delayed_ack``), see Connection.connect.
+HANDSHAKE_ACK_HOLD = 0.002
+
+
 class ConnectionStateError(Exception):
     """A user call that the connection's state does not allow."""
 
@@ -163,7 +168,7 @@ class Connection:
         "_snd_wscale", "_snd_wscale_offered", "_sndbuf", "_timewait_deadline",
         "_tlp_deadline", "_tlp_fired", "_ts_offset", "_ts_ok", "_ts_recent",
         "_ts_recent_valid", "_unacked_segments", "_veno_rtt", "_wnd_field", "_wnd_key",
-        "_xmit_head", "_xmit_starts", "_xmit_times", "config", "cwnd", "eof_received",
+        "_xmit_head", "_xmit_starts", "_xmit_times", "ack_held", "config", "cwnd", "eof_received",
         "error", "irs", "iss", "local_port", "mss", "rcv_nxt", "remote_port", "snd_nxt",
         "snd_una", "snd_wnd", "ssthresh", "state", "stats", "__dict__", "__weakref__",
     )
@@ -298,6 +303,8 @@ class Connection:
         self._reader_closed = False
         self._ack_pending = False
         self._ack_now = False
+        #: The handshake's final ACK waits for our first segment (see connect).
+        self.ack_held = False
         self._unacked_segments = 0
         self._delack_deadline: float | None = None
         # Autocork: when the held runt must go, and whether it has been held
@@ -355,10 +362,17 @@ class Connection:
         return conn
 
     # ------------------------------------------------------------------ API
-    def connect(self, now: float) -> None:
-        """Active open: send a SYN and enter SYN_SENT."""
+    def connect(self, now: float, hold_ack: bool = False) -> None:
+        """Active open: send a SYN and enter SYN_SENT.
+
+        ``hold_ack``: an application will use the connection at once, so hold
+        the handshake's final ACK (for up to ``HANDSHAKE_ACK_HOLD``, never with
+        ``delayed_ack=0``) for its first segment to carry, as Linux does for a
+        write that waits on the connection; :meth:`release_held_ack` sends it
+        when the application waits for the peer instead."""
         if self.state is not S.CLOSED:
             raise ConnectionStateError(f"connect() in state {self.state}")
+        self.ack_held = hold_ack and self.config.delayed_ack > 0
         self._connect_deadline = now + self.config.connect_timeout
         self._set_state(S.SYN_SENT)
         self._send_syn(now)
@@ -408,6 +422,16 @@ class Connection:
     def readable(self) -> int:
         """Bytes :meth:`receive` can return now."""
         return self._rcv_bytes
+
+    def release_held_ack(self) -> bool:
+        """Send the held handshake ACK now (the application waits to receive,
+        so no segment of ours will carry it soon); True if one is to be sent."""
+        self.ack_held = False
+        if self._ack_pending and self.state in SYNCHRONIZED:
+            self._ack_now = True
+            self._delack_deadline = None
+            return True
+        return False
 
     @property
     def ack_due(self) -> bool:
@@ -789,10 +813,18 @@ class Connection:
             self._ack_advance(ack, now)
             self._update_send_window(seg.window, seg.seq, ack)
             self._establish()
-            self._ack_now = True
             # Data piggybacked on the SYN-ACK is unusual but legal.
             if seg.payload or flags & FIN:
+                self._ack_now = True
                 self._process_text(seg, self.irs + 1, now)
+            elif self.ack_held:
+                # The application's first segment (a request, or a FIN)
+                # usually follows at once and carries the ACK: one datagram
+                # fewer for both ends (see connect).
+                self._ack_pending = True
+                self._delack_deadline = now + min(self.config.delayed_ack, HANDSHAKE_ACK_HOLD)
+            else:
+                self._ack_now = True
         else:
             # Simultaneous open: both sides sent SYNs.
             self._update_send_window(seg.window, seg.seq, self.iss)
