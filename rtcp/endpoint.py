@@ -46,6 +46,10 @@ AMPLIFICATION_FACTOR = 6
 #: that timer was due within this many seconds (see Endpoint._after).
 RAISE_HORIZON = 0.01
 
+#: Stale timer-heap entries (a timer since moved, a connection gone) are swept
+#: out when the heap holds this many more than twice the connections.
+HEAP_SLACK = 64
+
 
 @dataclass(slots=True)
 class EndpointStats:
@@ -318,6 +322,8 @@ class Endpoint:
             return
         self._heap_n += 1
         heapq.heappush(self._alarms, (when, self._heap_n, slot))
+        if len(self._alarms) > HEAP_SLACK + 2 * len(self._slots):
+            self._sweep_heaps()
         scope = self._wait_scope
         if scope is not None and when < scope.deadline:
             scope.deadline = when
@@ -376,7 +382,10 @@ class Endpoint:
             slot.timer_at = t
             if t is not None:
                 self._heap_n += 1
-                heapq.heappush(self._heap, (t, self._heap_n, slot))
+                heap = self._heap
+                heapq.heappush(heap, (t, self._heap_n, slot))
+                if len(heap) > HEAP_SLACK + 2 * len(self._slots):
+                    self._sweep_heaps()
             scope = self._wait_scope
             if scope is not None:
                 if t is not None and t < scope.deadline:
@@ -721,6 +730,23 @@ class Endpoint:
             slot.timer_at = None
             slot.conn.handle_timer(now)
             self._dirty.append(slot)
+
+    def _sweep_heaps(self) -> None:
+        """Drop the entries of timers that moved and of connections gone.
+
+        Each timer change pushes an entry and leaves the old one for
+        _next_deadline to pop when it comes due, but one due far ahead (2 MSL,
+        a keepalive) would sit there that long, holding its closed connection
+        in memory and deepening the heap for every push and pop.  Sweeping
+        when stale entries outnumber the connections keeps the cost amortized
+        O(1) per push."""
+        slots = self._slots
+        heap = [e for e in self._heap if e[2].timer_at == e[0] and slots.get(e[2].key) is e[2]]
+        heapq.heapify(heap)
+        self._heap = heap
+        alarms = [e for e in self._alarms if e[2].alarm_at == e[0]]
+        heapq.heapify(alarms)
+        self._alarms = alarms
 
     def _next_deadline(self) -> float:
         alarms = self._alarms

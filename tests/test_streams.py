@@ -1265,3 +1265,34 @@ async def test_a_client_that_waits_for_the_server_does_not_delay_its_accept(
     assert accepted_at[0] - t0 < HANDSHAKE_ACK_HOLD / 2
     assert [(f & (SYN | ACK), p) for f, p in sent[:2]] == [(SYN, b""), (ACK, b"")]
     await listener.aclose()
+
+
+async def test_closed_connections_are_not_kept_alive_by_old_timers(autojump_clock) -> None:
+    """A timer entry that moved (or whose connection closed) stayed in the
+    endpoint's heap until its old deadline: with keepalive (two hours ahead)
+    every closed connection was held in memory that long."""
+    import gc
+    import weakref
+
+    net = MemoryNetwork()
+    cfg = Config(keepalive_idle=7200.0)
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client = Endpoint(net.transport("10.0.0.1"), cfg, linger=True)
+    refs = []
+    with trio.fail_after(600):
+        for _ in range(300):
+            c, s = await connect_and_accept(listener, partial(
+                connect_endpoint, client, ("10.0.0.2", server.local_port), cfg))
+            refs.append(weakref.ref(s._conn))
+            await c.send_all(b"x")
+            assert await s.receive_some() == b"x"
+            await s.aclose()  # the server closes first: no TIME_WAIT to keep it
+            assert await c.receive_some() == b""
+            await c.aclose()
+        del c, s
+        gc.collect()
+    alive = sum(r() is not None for r in refs)
+    assert alive < 100, f"{alive} of 300 closed connections still referenced"
+    await listener.aclose()
+    client.close()
