@@ -505,13 +505,16 @@ class Endpoint:
             if local_slot is not None or slot is None:
                 slot, key = local_slot, local_key
         if self.tracer is not None:
-            if slot is None and seg.flags & (SYN | ACK | RST) == SYN and \
-                    self._listen is not None and not self._listen.closed:
-                # The listener was there before the SYN: say so first (the new
-                # connection's own CLOSED -> LISTEN step is not traced).
-                self._trace("on_state", now, self.local_address_for(self._dst_host), addr,
-                            "CLOSED", "LISTEN")
             local = self.local_address_for(slot.local_host if slot is not None else self._dst_host)
+            if seg.flags & (SYN | ACK | RST) == SYN and \
+                    self._listen is not None and not self._listen.closed and (
+                        slot is None or slot.conn.state is S.CLOSED
+                        or slot.conn.syn_may_reopen(seg)):
+                # The listener was there before the SYN: say so first (the new
+                # connection's own CLOSED -> LISTEN step is not traced).  Also
+                # when the SYN replaces a finished or TIME_WAIT connection below:
+                # that is how a tracer tells the new connection from the old.
+                self._trace("on_state", now, local, addr, "CLOSED", "LISTEN")
             self._trace("on_segment", now, "in", local, addr, seg)
         if slot is not None:
             state = slot.conn.state

@@ -217,7 +217,8 @@ class _Conn:
     """What the ladder remembers about one connection (one UDP address pair)."""
 
     ident: int
-    local: tuple
+    key: tuple  # (local, remote) as the endpoint reports them: the table's key
+    local: tuple  # ``key``'s local address with a wildcard host routed, for the header
     remote: tuple
     ports: tuple[int, int] | None = None  # (our header port, peer's header port)
     our_state: str | None = None
@@ -377,9 +378,14 @@ class LadderTracer(Tracer):
         flags = int(seg.flags)
         if flags & SYN:
             isn = conn.our_isn if out else conn.peer_isn
-            if isn is not None and isn != seg.seq:
+            if isn is None or isn == seg.seq:
+                self._learn_syn(conn, out, seg)
+            elif out or conn.our_state != "TIME_WAIT":
                 conn = self._new_incarnation(conn)  # a new connection on the same addresses
-            self._learn_syn(conn, out, seg)
+                self._learn_syn(conn, out, seg)
+            # else: a new SYN that our connection in TIME_WAIT answers itself: when
+            # the listener takes it instead (a TIME_WAIT reopen), the endpoint says
+            # CLOSED -> LISTEN first, which starts the new incarnation in on_state.
         if conn.ports is None:
             conn.ports = (seg.src_port, seg.dst_port) if out else (seg.dst_port, seg.src_port)
         if conn.last_time is not None and now - conn.last_time > self.idle:
@@ -441,7 +447,7 @@ class LadderTracer(Tracer):
         if conn is None:
             self._count += 1
             # A wildcard-bound socket's real source address, as the pcap shows it.
-            conn = self._conns[key] = _Conn(self._count, route_source(local, remote), remote)
+            conn = self._conns[key] = _Conn(self._count, key, route_source(local, remote), remote)
         return conn
 
     def _new_incarnation(self, old: _Conn) -> _Conn:
@@ -451,8 +457,10 @@ class LadderTracer(Tracer):
         if old.pending is not None:
             self._emit_pending(old)
         self._count += 1
-        conn = _Conn(self._count, old.local, old.remote)
-        self._conns[(old.local, old.remote)] = conn
+        # Under the key the events come with, not the header's routed address: a
+        # wildcard-bound socket (every client) reports 0.0.0.0, and filing the new
+        # incarnation under 127.0.0.1 sent its later events to the old one.
+        conn = self._conns[old.key] = _Conn(self._count, old.key, old.local, old.remote)
         return conn
 
     def _retire(self, local: tuple, remote: tuple, conn: _Conn) -> None:
@@ -507,8 +515,10 @@ class LadderTracer(Tracer):
         if out:
             # The peer processes our ACK first, then our SYN/FIN (RFC 9293 3.10.7.4).
             if flags & ACK:
+                # A peer in SYN_SENT takes only a SYN,ACK; a bare ACK (TIME_WAIT
+                # answering its new SYN) it refuses with a RST (RFC 9293 3.10.7.3).
                 if (
-                    state in ("SYN_SENT", "SYN_RECEIVED")
+                    (state == "SYN_RECEIVED" or (state == "SYN_SENT" and flags & SYN))
                     and conn.peer_isn is not None
                     and _seq_after(seg.ack, conn.peer_isn)
                 ):

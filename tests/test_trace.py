@@ -398,6 +398,110 @@ def test_ladder_several_connections_and_reuse() -> None:
     assert lines[-1] == "  2.000000  SYN_SENT      -- SYN seq=0 -->"
 
 
+def incarnations(lines: list[str]) -> list[list[str]]:
+    """A ladder cut at its ``[n]`` headers: each connection's lines, header first."""
+    out: list[list[str]] = []
+    for line in lines:
+        if line.startswith("["):
+            out.append([])
+        out[-1].append(squeeze(line))
+    return out
+
+
+def test_ladder_time_wait_reuse_on_a_wildcard_socket() -> None:
+    """A client socket (bound to 0.0.0.0) reconnects on the 4-tuple of its own
+    connection in TIME_WAIT, reported as the endpoint does: the SYN, then
+    CLOSED -> SYN_SENT.  The new connection gets its own header, SYN_SENT on its
+    SYN and numbers relative to its own ISNs.  (The new incarnation was filed
+    under the header's routed address, 127.0.0.1, so the events that followed,
+    keyed by 0.0.0.0, went to the old connection: "[2]" had a bare SYN, a "[4]"
+    the SYN-ACK with an absolute ack, "[1]" the rest, continuing its numbers.)"""
+    local, remote = ("0.0.0.0", 40000), ("127.0.0.1", 7007)
+    cp, sp = local[1], remote[1]
+
+    def connection(t: float, c: int, s: int) -> list[Event]:
+        return [
+            ("seg", t, "out", Segment(cp, sp, c, 0, S, 65535)),
+            ("state", t, "CLOSED", "SYN_SENT"),
+            ("seg", t + 1, "in", Segment(sp, cp, s, c + 1, S | A, 65535)),
+            ("state", t + 1, "SYN_SENT", "ESTABLISHED"),
+            ("seg", t + 2, "out", Segment(cp, sp, c + 1, s + 1, F | A, 65535)),
+            ("state", t + 2, "ESTABLISHED", "FIN_WAIT_1"),
+            ("seg", t + 3, "in", Segment(sp, cp, s + 1, c + 2, F | A, 65535)),
+            ("state", t + 3, "FIN_WAIT_1", "TIME_WAIT"),
+            ("seg", t + 3, "out", Segment(cp, sp, c + 2, s + 2, A, 65535)),
+        ]
+
+    events = connection(0, 1000, 5000) + connection(10, 900_000, 7_000_000)
+    parts = incarnations(ladder(events, local, remote))
+    assert [p[0].split()[0] for p in parts] == ["[1]", "[2]"]
+    assert parts[0][0] == parts[1][0].replace("[2]", "[1]")
+    body = [
+        "SYN_SENT -- SYN seq=0 -->",
+        "<-- SYN,ACK seq=0 ack=1 -- (SYN_RECEIVED)",
+        "ESTABLISHED -- FIN,ACK seq=1 ack=1 --> (CLOSE_WAIT)",
+        "FIN_WAIT_1",
+        "<-- FIN,ACK seq=1 ack=2 -- (LAST_ACK)",
+        "TIME_WAIT -- ACK ack=2 --> (CLOSED)",
+    ]
+    assert parts[0][1:] == parts[1][1:] == body
+
+
+def test_ladder_time_wait_reopen_and_a_syn_time_wait_answers() -> None:
+    """The server closes first and is in TIME_WAIT when the client's next SYN comes.
+
+    When the listener takes the SYN (a reopen) the endpoint reports CLOSED ->
+    LISTEN first: a new connection, drawn like the first one.  A SYN it does not
+    take (not newer, RFC 6191) is answered by the TIME_WAIT connection with its
+    own ACK and the peer resets it: all of that belongs to the old connection
+    and its numbers (it used to start a new "[n]" whose ACK looked absurd)."""
+    sp, cp = SERVER[1], CLIENT[1]
+
+    def connection(t: float, c: int, s: int) -> list[Event]:
+        return [
+            ("state", t, "CLOSED", "LISTEN"),
+            ("seg", t, "in", Segment(cp, sp, c, 0, S, 65535)),
+            ("state", t, "LISTEN", "SYN_RECEIVED"),
+            ("seg", t, "out", Segment(sp, cp, s, c + 1, S | A, 65535)),
+            ("seg", t + 1, "in", Segment(cp, sp, c + 1, s + 1, A, 65535)),
+            ("state", t + 1, "SYN_RECEIVED", "ESTABLISHED"),
+            ("state", t + 2, "ESTABLISHED", "FIN_WAIT_1"),
+            ("seg", t + 2, "out", Segment(sp, cp, s + 1, c + 1, F | A, 65535)),
+            ("seg", t + 3, "in", Segment(cp, sp, c + 1, s + 2, F | A, 65535)),
+            ("state", t + 3, "FIN_WAIT_1", "TIME_WAIT"),
+            ("seg", t + 3, "out", Segment(sp, cp, s + 2, c + 2, A, 65535)),
+        ]
+
+    c2, s2 = 2_000_000, 3_000_000
+    refused = [
+        ("seg", 20.0, "in", Segment(cp, sp, c2 + 5, 0, S, 65535)),
+        ("seg", 20.0, "out", Segment(sp, cp, s2 + 2, c2 + 2, A, 65535)),
+        ("seg", 20.0, "in", Segment(cp, sp, c2 + 2, 0, R, 0)),
+        ("state", 20.0, "TIME_WAIT", "CLOSED"),
+    ]
+    events = connection(0, 1000, 5000) + connection(10, c2, s2) + refused
+    events += connection(30, 77, 4_294_967_000)
+    parts = incarnations(ladder(events, SERVER, CLIENT))
+    assert [p[0].split()[0] for p in parts] == ["[1]", "[2]", "[3]"]
+    body = [
+        "LISTEN",
+        "<-- SYN seq=0 -- (SYN_SENT)",
+        "SYN_RECEIVED -- SYN,ACK seq=0 ack=1 --> (ESTABLISHED)",
+        "<-- ACK ack=1 --",
+        "ESTABLISHED",
+        "FIN_WAIT_1 -- FIN,ACK seq=1 ack=1 --> (CLOSE_WAIT)",
+        "<-- FIN,ACK seq=1 ack=2 -- (LAST_ACK)",
+        "TIME_WAIT -- ACK ack=2 --> (CLOSED)",
+    ]
+    assert parts[0][1:] == parts[2][1:] == body
+    assert parts[1][1:] == body + [
+        "<-- SYN seq=5 -- (SYN_SENT)",  # relative to the old connection's ISN
+        "-- ACK ack=2 -->",  # a SYN_SENT peer refuses a bare ACK ...
+        "<-- RST seq=2 win=0 -- (CLOSED)",  # ... with a RST
+        "CLOSED",
+    ]
+
+
 def test_ladder_ipv6_header_and_sack() -> None:
     cp, sp = CLIENT6[1], SERVER6[1]
     buf = io.StringIO()
@@ -678,3 +782,82 @@ async def test_pcap_of_a_wildcard_listener_shows_the_address_the_client_reached(
     assert ours and theirs
     assert {p[IP].src for p in ours} == {"127.0.0.2"}
     assert {p[IP].dst for p in theirs} == {"127.0.0.2"}
+
+
+async def _reconnects(client_closes_first: bool) -> tuple[list[str], list[str]]:
+    """Three connections, one after another, on one 4-tuple of a MemoryNetwork,
+    each opened while the one before is in TIME_WAIT on the side that closed
+    first (reused: Endpoint.connect on the client, the listener's reopen on the
+    server).  The client is bound to 0.0.0.0, as every client socket is; its
+    header shows the routed 127.0.0.1.  Returns the client's and the server's
+    ladders.  Runs on virtual time (``autojump_clock``)."""
+    from rtcp import Config
+    from rtcp.endpoint import Endpoint
+    from rtcp.stream import RtcpListener, connect_endpoint
+    from rtcp.transport import MemoryNetwork
+
+    net = MemoryNetwork(seed=1, delay=0.001)
+    cfg = Config()
+    bufs = io.StringIO(), io.StringIO()
+    tracers = LadderTracer(bufs[0]), LadderTracer(bufs[1])
+    client = Endpoint(net.transport("0.0.0.0", 40000), cfg, linger=True, tracer=tracers[0])
+    server = Endpoint(net.transport("127.0.0.1", 7007), cfg, linger=True, tracer=tracers[1])
+    listener = RtcpListener(server, cfg)
+    with trio.fail_after(30):  # virtual seconds: well within TIME_WAIT's 2 * msl = 60
+        for _ in range(3):
+            async with trio.open_nursery() as n:
+
+                async def serve() -> None:
+                    s = await listener.accept()
+                    while client_closes_first and await s.receive_some():
+                        pass
+                    await s.aclose()
+
+                n.start_soon(serve)
+                c = await connect_endpoint(client, ("127.0.0.1", 7007), cfg)
+                while not client_closes_first and await c.receive_some():
+                    pass
+                await c.aclose()
+            await trio.sleep(1)
+    waiting = client if client_closes_first else server
+    assert waiting.stats.time_wait_reused == 2
+    for ep, tracer in zip((client, server), tracers, strict=True):
+        tracer.close()
+        ep.tracer = None
+        ep.close()
+    await listener.aclose()
+    return bufs[0].getvalue().splitlines(), bufs[1].getvalue().splitlines()
+
+
+@pytest.mark.parametrize("client_closes_first", [True, False], ids=["client-tw", "server-tw"])
+async def test_ladder_of_connections_reusing_a_time_wait_4_tuple(
+    autojump_clock: object, client_closes_first: bool
+) -> None:
+    """Each connection on the reused 4-tuple is drawn like the first: its own
+    header, SYN_SENT (client) or LISTEN (server) on the SYN and numbers
+    relative to its own ISNs.  (The client's second connection was split over
+    "[2]", a "[4]" and the old "[1]", with huge or continued numbers; the
+    server's reopened connections lacked LISTEN.)"""
+    client, server = await _reconnects(client_closes_first)
+    starts = {
+        "client": ["SYN_SENT -- SYN seq=0 -->", "<-- SYN,ACK seq=0 ack=1 -- (SYN_RECEIVED)"],
+        "server": [
+            "LISTEN",
+            "<-- SYN seq=0 -- (SYN_SENT)",
+            "SYN_RECEIVED -- SYN,ACK seq=0 ack=1 --> (ESTABLISHED)",
+        ],
+    }
+    closes_first = "client" if client_closes_first else "server"
+    for side, lines in (("client", client), ("server", server)):
+        parts = incarnations(lines)
+        assert [p[0].split()[0] for p in parts] == ["[1]", "[2]", "[3]"], lines
+        assert len({tuple(p[0].split()[1:]) for p in parts}) == 1
+        for part in parts:
+            assert part[1 : 1 + len(starts[side])] == starts[side], lines
+            numbers = [
+                int(w.split("=")[1]) for x in part for w in x.split() if w[:4] in ("seq=", "ack=")
+            ]
+            assert max(numbers) <= 2, lines  # relative to this connection's ISNs
+            ours = any(x.startswith("TIME_WAIT") for x in part)
+            assert ours == (side == closes_first), lines
+    assert client[0].startswith("[1] 127.0.0.1:40000 <-> 127.0.0.1:7007")
