@@ -1442,6 +1442,32 @@ def test_handshake_ack_is_not_held(case: str) -> None:
     assert not a.release_held_ack()
 
 
+def test_a_keepalive_probe_does_not_swallow_the_held_handshake_ack() -> None:
+    """A keepalive probe (seq = SND.UNA - 1) due during the hold goes out and
+    clears the held ACK, but the server in SYN_RECEIVED finds the probe
+    unacceptable and ignores its ACK field: the handshake's ACK is never sent,
+    and the server stays half-open until its SYN-ACK retransmission (1 s)."""
+    a = Connection(Config(keepalive_idle=0.001), 1000, 2000, iss=1000, now=0.0)
+    b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+    b.listen()
+    a.connect(0.0, hold_ack=True)
+    deliver(a, b, 0.0)
+    [synack] = b.segments_to_send(0.0)
+    a.handle_segment(synack, 0.01)
+    assert a.state == "ESTABLISHED"
+    t = 0.01
+    # Run A's timers for 50 ms (well past the 2 ms hold), delivering what it sends.
+    while t < 0.06:
+        nxt = a.timer()
+        if nxt is None or nxt > 0.06:
+            break
+        t = max(t, nxt)
+        a.handle_timer(t)
+        deliver(a, b, t)
+        deliver(b, a, t)
+    assert b.state == "ESTABLISHED", (b.state, t)
+
+
 def test_data_on_a_syn_ack_is_taken() -> None:
     """Unusual but legal: it lies in the window our SYN offered, so it is
     delivered and acknowledged, not trimmed away and sent again."""

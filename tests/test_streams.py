@@ -1296,3 +1296,100 @@ async def test_closed_connections_are_not_kept_alive_by_old_timers(autojump_cloc
     assert alive < 100, f"{alive} of 300 closed connections still referenced"
     await listener.aclose()
     client.close()
+
+
+async def test_keepalive_client_is_accepted_promptly(autojump_clock) -> None:
+    """The same through the stream API: a client with a short keepalive_idle
+    that connects and then idles; the server's accept waits for its SYN-ACK
+    retransmission (initial_rto) instead of at most the 2 ms hold."""
+    net = MemoryNetwork()
+    cfg = Config()
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    ccfg = Config(keepalive_idle=0.001)
+    with trio.fail_after(10):
+        client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), ccfg)
+        t0 = trio.current_time()
+        stream = await listener.accept()
+        waited = trio.current_time() - t0
+    client.abort()
+    stream.abort()
+    await listener.aclose()
+    assert waited < 0.1, f"accept waited {waited:.3f} s"
+
+
+async def test_release_only_affects_the_handshake_ack(autojump_clock) -> None:
+    """ack_held is never cleared when the held ACK rides on our first data, so
+    the first receive_some that parks, however much later, still 'releases':
+    it turns an ordinary delayed ACK (of a one-segment reply) into an
+    immediate bare ACK, which delayed ACK would have held for delayed_ack
+    (and a write of ours within it would have carried)."""
+    sent: list = []
+
+    def record(data: bytes, src: tuple, dst: tuple) -> bool:
+        if src[0] == "10.0.0.1":
+            seg = segment.decode(data)
+            sent.append((trio.current_time(), seg.flags, bytes(seg.payload)))
+        return True
+
+    net = MemoryNetwork(filter=record)
+    cfg = Config()
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    with trio.fail_after(10):
+        client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), cfg)
+        await client.send_all(b"request")  # carries the handshake's ACK
+        stream = await listener.accept()
+        assert await stream.receive_some() == b"request"
+        await stream.send_all(b"reply")  # one segment: the client delays its ACK
+        await trio.sleep(0.001)
+        assert await client.receive_some() == b"reply"  # readable: no parking
+        t0 = trio.current_time()
+        async with trio.open_nursery() as n:
+            n.start_soon(client.receive_some)  # parks: waits for more
+            await trio.sleep(0.005)
+            bare = [s for s in sent if s[0] >= t0 and not s[2]]
+            n.cancel_scope.cancel()
+    client.abort()
+    stream.abort()
+    await listener.aclose()
+    # Delayed ACK: nothing before t0 + delayed_ack (> 5 ms from t0 here).
+    assert bare == [], f"bare ACK sent {bare[0][0] - t0:.4f} s after parking"
+
+
+async def test_keepalive_probe_during_hold_hangs_a_cookie_connection(autojump_clock) -> None:
+    """Worse with SYN cookies: the server keeps no state, so nothing retransmits
+    a SYN-ACK.  The probe (seq = ISS, not ISS + 1) does not name the cookie and
+    is dropped; the client that then waits for the server to speak first has
+    nothing left to release, and neither side ever completes the handshake."""
+    net = MemoryNetwork()
+    cfg = Config(syn_backlog=1)
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    filler = net.transport("10.9.9.9")  # holds the one half-open slot: cookies next
+    filler.send(segment.encode(segment.Segment(5, server.local_port, 1, 0, SYN, 65535, 0, ((2, 1460),))),
+                ("10.0.0.2", server.local_port))
+    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    ccfg = Config(syn_backlog=1, keepalive_idle=0.001)
+    accepted = []
+    with trio.move_on_after(30):
+        await trio.sleep(0.01)
+        client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), ccfg)
+        assert server.stats.syn_cookies_sent == 1
+        async with trio.open_nursery() as n:
+            async def banner() -> None:
+                s = await listener.accept()
+                accepted.append(s)
+                await s.send_all(b"220 hello")
+
+            n.start_soon(banner)
+            await trio.sleep(0.0015)  # some local work first (< the 2 ms hold)
+            assert await client.receive_some() == b"220 hello"
+            n.cancel_scope.cancel()
+    client.abort()
+    for s in accepted:
+        s.abort()
+    await listener.aclose()
+    assert accepted, "the server never accepted the cookie connection (30 s)"

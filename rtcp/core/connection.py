@@ -1344,6 +1344,7 @@ class Connection:
                 self._sack_news.clear()
             self._ack_now = False
             self._ack_pending = False
+            self.ack_held = False
             self._unacked_segments = 0
             self._delack_deadline = None
         self.stats.segments_sent += 1
@@ -1889,6 +1890,10 @@ class Connection:
 
     def _send_probe(self, now: float) -> None:
         """A liveness probe: an old sequence number, which a live peer must ACK."""
+        if self._ack_now or self._ack_pending:
+            # The peer drops the unacceptable probe, ACK field and all: an ACK
+            # we owe (delayed, or the handshake's held one) must go on its own.
+            self._emit_segment(self.snd_nxt, ACK, b"", options=self._options(now))
         self.stats.keepalives_sent += 1
         self._emit_segment(self.snd_una - 1, ACK, b"", options=self._options(now))
 
