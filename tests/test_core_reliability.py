@@ -403,3 +403,19 @@ def test_tlp_rearms_the_rto() -> None:
     p.run(lambda: p.a.snd_una >= una + 5 * room, max_time=p.now + 5)
     assert p.a.stats.tail_loss_probes == 1
     assert p.a.stats.timeouts == 0, "RTO fired 40 ms after the probe, before its ACK"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_held_handshake_ack_survives_loss(seed: int) -> None:
+    """The stream layer's client holds the handshake's ACK for its first data
+    (Connection.connect(hold_ack=True)); at 20 % loss each way the SYN-ACK,
+    that first data or the FIN carrying the ACK can each be lost, and every
+    byte still arrives both ways and both ends close."""
+    p = Pair(profile=LinkProfile(loss=0.2, delay=0.01), seed=1000 + seed,
+             config_a=FAST, config_b=FAST)
+    p.b.listen()
+    p.a.connect(p.now, hold_ack=True)
+    p.run(lambda: p.a.state == "ESTABLISHED")
+    data = blob(20_000, seed)
+    got_b, got_a = p.transfer(data, data[::-1], max_time=3000)
+    assert got_b == data and got_a == data[::-1]
