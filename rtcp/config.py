@@ -80,8 +80,11 @@ class Config:
     #: 1452 for a 1500-byte MTU, up to 65487 on loopback.
     max_datagram_ipv6: int = 1452
     #: Bytes the application may queue for sending (unsent + unacknowledged)
-    #: before ``send_all`` blocks.
-    send_buffer: int = 1 << 20
+    #: before ``send_all`` blocks.  Twice the default receive window, as
+    #: Linux sizes its send buffer at twice the congestion window: with a
+    #: full window in flight there is still data queued, so an ACK is
+    #: answered with new segments without waiting for the application.
+    send_buffer: int = 2 << 20
     #: Bytes of received data held for the application; the advertised window
     #: is the free part of this buffer.
     receive_buffer: int = 1 << 20
