@@ -84,6 +84,12 @@ def clogged_maker(maker):
     return clogged
 
 
+def memory_world(net: MemoryNetwork, cfg: Config) -> tuple[Endpoint, RtcpListener, Endpoint]:
+    """A listening server endpoint at 10.0.0.2 and a client endpoint at 10.0.0.1."""
+    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
+    return server, RtcpListener(server, cfg), Endpoint(net.transport("10.0.0.1"), cfg)
+
+
 async def memory_pair(net: MemoryNetwork, config: Config) -> tuple:
     """A connected (client, server) pair over the in-memory network."""
     server = Endpoint(net.transport("10.0.0.2"), config, linger=True)
@@ -656,9 +662,7 @@ async def test_lost_handshake_ack_with_a_server_that_speaks_first(autojump_clock
 
     net = MemoryNetwork(filter=lose_first_ack)
     cfg = Config()
-    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
-    listener = RtcpListener(server, cfg)
-    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    server, listener, client_ep = memory_world(net, cfg)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             async def greet() -> None:
@@ -1222,9 +1226,7 @@ async def test_the_first_write_carries_the_handshake_ack(autojump_clock) -> None
     sent: list = []
     net = MemoryNetwork(filter=_client_segments(sent))
     cfg = Config()
-    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
-    listener = RtcpListener(server, cfg)
-    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    server, listener, client_ep = memory_world(net, cfg)
     with trio.fail_after(10):
         client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), cfg)
         await client.send_all(b"request")
@@ -1244,9 +1246,7 @@ async def test_a_client_that_waits_for_the_server_does_not_delay_its_accept(
     sent: list = []
     net = MemoryNetwork(filter=_client_segments(sent))
     cfg = Config()
-    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
-    listener = RtcpListener(server, cfg)
-    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    server, listener, client_ep = memory_world(net, cfg)
     accepted_at: list[float] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as n:
@@ -1304,9 +1304,7 @@ async def test_keepalive_client_is_accepted_promptly(autojump_clock) -> None:
     retransmission (initial_rto) instead of at most the 2 ms hold."""
     net = MemoryNetwork()
     cfg = Config()
-    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
-    listener = RtcpListener(server, cfg)
-    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    server, listener, client_ep = memory_world(net, cfg)
     ccfg = Config(keepalive_idle=0.001)
     with trio.fail_after(10):
         client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), ccfg)
@@ -1335,9 +1333,7 @@ async def test_release_only_affects_the_handshake_ack(autojump_clock) -> None:
 
     net = MemoryNetwork(filter=record)
     cfg = Config()
-    server = Endpoint(net.transport("10.0.0.2"), cfg, linger=True)
-    listener = RtcpListener(server, cfg)
-    client_ep = Endpoint(net.transport("10.0.0.1"), cfg)
+    server, listener, client_ep = memory_world(net, cfg)
     with trio.fail_after(10):
         client = await connect_endpoint(client_ep, ("10.0.0.2", server.local_port), cfg)
         await client.send_all(b"request")  # carries the handshake's ACK
