@@ -274,6 +274,27 @@ def _carries(flags: int, acks_peer_fin: bool) -> frozenset[str]:
     return frozenset(states)
 
 
+# Our states an outgoing SYN, FIN or RST shows we have left: sending one moves us
+# on (RFC 9293 figure 5), so a state still waiting for an arrow is out of date.
+_LEFT_BY_SYN = frozenset(("CLOSED", "LISTEN"))
+_LEFT_BY_SYN_ACK = frozenset(("CLOSED", "LISTEN", "SYN_SENT"))
+_LEFT_BY_FIN = frozenset(("SYN_RECEIVED", "ESTABLISHED", "CLOSE_WAIT"))
+_LEFT_BY_RST = frozenset(
+    ("SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK")
+)
+
+
+def _moves_on(flags: int, state: str) -> bool:
+    """Whether we could have sent a segment with these flags only after leaving ``state``."""
+    if flags & RST:
+        return state in _LEFT_BY_RST
+    if flags & FIN and state in _LEFT_BY_FIN:
+        return True
+    if flags & SYN:
+        return state in (_LEFT_BY_SYN_ACK if flags & ACK else _LEFT_BY_SYN)
+    return False
+
+
 class LadderTracer(Tracer):
     """A ladder diagram on a text stream, the way TCP is drawn in textbooks.
 
@@ -294,7 +315,9 @@ class LadderTracer(Tracer):
     A state change goes on the arrow of the segment that shows it (our SYN for
     SYN_SENT, our FIN for FIN_WAIT_1, ...) whether it is reported just before
     that segment or just after it, so an outgoing SYN/FIN/RST line may appear
-    one event late; other states print on the next arrow we send, or alone.
+    one event late; other states print on the next arrow we send, or alone
+    (also when that arrow is sent in a newer state: a client's ESTABLISHED,
+    whose ACK it held for its first segment, when that segment is a FIN).
     """
 
     def __init__(
@@ -416,6 +439,12 @@ class LadderTracer(Tracer):
             self._end_run(conn)
         middle = self._arrow(conn, out, seg)
         peer = new_peer if new_peer != old_peer else None
+        if out and conn.pending is not None and _moves_on(flags, conn.pending[1]):
+            # Sent after leaving the pending state (our FIN in ESTABLISHED, when the
+            # handshake's ACK was held for it): the state it shows is reported next,
+            # with a time before the segment's, so the pending state is overtaken and
+            # prints alone, and the arrow is held for its own state.
+            self._emit_pending(conn)
         if out and conn.pending is not None:
             label = conn.pending[1]
             conn.pending = None

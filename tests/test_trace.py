@@ -304,6 +304,156 @@ def test_ladder_fin_that_acks_a_fin_and_abort(order: str) -> None:
         assert lines[9:] == ["CLOSED", "-- RST,ACK seq=1 ack=1 win=0 --> (CLOSED)"]
 
 
+def timed(lines: list[str]) -> list[tuple[float, str]]:
+    """A ``timestamps=True`` ladder's lines after the header: (seconds, squeezed rest)."""
+    out = []
+    for line in lines[1:]:
+        t, _, rest = line.strip().partition(" ")
+        out.append((float(t), squeeze(rest)))
+    return out
+
+
+HELD_ACK_ENDINGS = {
+    # The client's segments after ESTABLISHED, as its endpoint reports them: a
+    # state a segment makes us send comes after that segment, timestamped before it.
+    "close": (
+        [
+            ("seg", 0.020, "out", Segment(40000, 7007, 101, 901, F | A, 1000)),
+            ("state", 0.019, "ESTABLISHED", "FIN_WAIT_1"),
+            ("seg", 0.030, "in", Segment(7007, 40000, 901, 102, A, 1000)),
+            ("state", 0.030, "FIN_WAIT_1", "FIN_WAIT_2"),
+        ],
+        [
+            (0.010, "ESTABLISHED"),
+            (0.020, "FIN_WAIT_1 -- FIN,ACK seq=1 ack=1 --> (CLOSE_WAIT)"),
+            (0.030, "<-- ACK ack=2 --"),
+            (0.030, "FIN_WAIT_2"),
+        ],
+    ),
+    "data": (
+        [
+            ("seg", 0.020, "out", Segment(40000, 7007, 101, 901, P | A, 1000, payload=b"hi")),
+            ("seg", 0.025, "out", Segment(40000, 7007, 103, 901, F | A, 1000)),
+            ("state", 0.024, "ESTABLISHED", "FIN_WAIT_1"),
+        ],
+        [
+            (0.020, "ESTABLISHED -- PSH,ACK seq=1 ack=1 len=2 --> (ESTABLISHED)"),
+            (0.025, "FIN_WAIT_1 -- FIN,ACK seq=3 ack=1 --> (CLOSE_WAIT)"),
+        ],
+    ),
+    "abort": (
+        [
+            ("seg", 0.020, "out", Segment(40000, 7007, 101, 0, R, 0)),
+            ("state", 0.019, "ESTABLISHED", "CLOSED"),
+        ],
+        [
+            (0.010, "ESTABLISHED"),
+            (0.020, "CLOSED -- RST seq=1 win=0 --> (CLOSED)"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("ending", list(HELD_ACK_ENDINGS))
+def test_ladder_client_holding_the_handshake_ack(ending: str) -> None:
+    """A client holds the handshake's last ACK for its first segment
+    (Connection.connect(hold_ack=True)), so ESTABLISHED waits for an arrow.
+    Data carries it; a FIN or RST sent at once shows the next state, so
+    ESTABLISHED goes alone and the arrow gets its own state.  (ESTABLISHED was
+    drawn on the FIN, sent in FIN_WAIT_1, and FIN_WAIT_1 followed alone with a
+    time before the line above it.)"""
+    events, expected = HELD_ACK_ENDINGS[ending]
+    start: list[Event] = [
+        ("seg", 0.0, "out", Segment(40000, 7007, 100, 0, S, 1000)),
+        ("state", -0.0001, "CLOSED", "SYN_SENT"),
+        ("seg", 0.010, "in", Segment(7007, 40000, 900, 101, S | A, 1000)),
+        ("state", 0.010, "SYN_SENT", "ESTABLISHED"),
+    ]
+    lines = timed(ladder(start + events, timestamps=True))
+    assert lines == [
+        (0.0, "SYN_SENT -- SYN seq=0 -->"),
+        (0.010, "<-- SYN,ACK seq=0 ack=1 -- (SYN_RECEIVED)"),
+        *expected,
+    ]
+    times = [t for t, _ in lines]
+    assert times == sorted(times)
+
+
+def test_ladder_fin_sent_while_close_wait_waits_for_an_arrow() -> None:
+    """The server closes as soon as the client's FIN arrives, before it ACKs
+    it: its FIN,ACK is sent in LAST_ACK, which is reported after it; CLOSE_WAIT
+    prints alone.  (CLOSE_WAIT went on the FIN and LAST_ACK followed alone,
+    earlier than the FIN.)"""
+    sp, cp = SERVER[1], CLIENT[1]
+    ev: list[Event] = [
+        ("state", 0.0, "CLOSED", "LISTEN"),
+        ("seg", 0.0, "in", Segment(cp, sp, 100, 0, S, 1000)),
+        ("seg", 0.001, "out", Segment(sp, cp, 900, 101, S | A, 1000)),
+        ("state", 0.0, "LISTEN", "SYN_RECEIVED"),
+        ("seg", 0.010, "in", Segment(cp, sp, 101, 901, F | A, 1000)),
+        ("state", 0.010, "SYN_RECEIVED", "ESTABLISHED"),
+        ("state", 0.010, "ESTABLISHED", "CLOSE_WAIT"),
+        ("seg", 0.012, "out", Segment(sp, cp, 901, 102, F | A, 1000)),
+        ("state", 0.011, "CLOSE_WAIT", "LAST_ACK"),
+        ("seg", 0.020, "in", Segment(cp, sp, 102, 902, A, 1000)),
+        ("state", 0.020, "LAST_ACK", "CLOSED"),
+    ]
+    lines = timed(ladder(ev, SERVER, CLIENT, timestamps=True))
+    assert lines == [
+        (0.0, "LISTEN"),
+        (0.0, "<-- SYN seq=0 -- (SYN_SENT)"),
+        (0.001, "SYN_RECEIVED -- SYN,ACK seq=0 ack=1 --> (ESTABLISHED)"),
+        (0.010, "<-- FIN,ACK seq=1 ack=1 -- (FIN_WAIT_1)"),
+        (0.010, "ESTABLISHED"),
+        (0.010, "CLOSE_WAIT"),
+        (0.012, "LAST_ACK -- FIN,ACK seq=1 ack=2 --> (TIME_WAIT)"),
+        (0.020, "<-- ACK ack=2 --"),
+        (0.020, "CLOSED"),
+    ]
+
+
+@pytest.mark.parametrize("abort", [False, True], ids=["close", "abort"])
+async def test_ladder_of_an_endpoint_that_connects_then_closes(
+    autojump_clock: object, abort: bool
+) -> None:
+    """The same through a real endpoint (a MemoryNetwork, virtual time, so the
+    held ACK's timer cannot fire first): connect, then close or abort at once."""
+    from rtcp import Config
+    from rtcp.endpoint import Endpoint
+    from rtcp.stream import RtcpListener, connect_endpoint
+    from rtcp.transport import MemoryNetwork
+
+    net = MemoryNetwork(seed=1, delay=0.001)
+    cfg = Config()
+    buf = io.StringIO()
+    tracer = LadderTracer(buf, timestamps=True)
+    client = Endpoint(net.transport("127.0.0.1", 40000), cfg, tracer=tracer)
+    server = Endpoint(net.transport("127.0.0.1", 7007), cfg, linger=True)
+    listener = RtcpListener(server, cfg)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            n.start_soon(listener.accept)  # returns only once the held ACK arrives
+            stream = await connect_endpoint(client, ("127.0.0.1", 7007), cfg)
+            if abort:
+                stream.abort()
+            else:
+                await stream.aclose()
+            n.cancel_scope.cancel()
+    tracer.close()
+    client.close()
+    await listener.aclose()
+    lines = timed(buf.getvalue().splitlines())
+    times = [t for t, _ in lines]
+    assert times == sorted(times), lines
+    sign = "CLOSED -- RST seq=1 win=0 -->" if abort else "FIN_WAIT_1 -- FIN,ACK seq=1 ack=1 -->"
+    assert [x for _, x in lines][:4] == [
+        "SYN_SENT -- SYN seq=0 -->",
+        "<-- SYN,ACK seq=0 ack=1 -- (SYN_RECEIVED)",
+        "ESTABLISHED",
+        sign + (" (CLOSED)" if abort else " (CLOSE_WAIT)"),
+    ], lines
+
+
 def test_ladder_absolute_numbers() -> None:
     lines = [squeeze(x) for x in ladder(client_view(), relative=False)]
     assert lines[1] == f"SYN_SENT -- SYN seq={ISN_C} -->"
@@ -439,8 +589,8 @@ def test_ladder_time_wait_reuse_on_a_wildcard_socket() -> None:
     body = [
         "SYN_SENT -- SYN seq=0 -->",
         "<-- SYN,ACK seq=0 ack=1 -- (SYN_RECEIVED)",
-        "ESTABLISHED -- FIN,ACK seq=1 ack=1 --> (CLOSE_WAIT)",
-        "FIN_WAIT_1",
+        "ESTABLISHED",  # the handshake's ACK was held for the FIN, sent in FIN_WAIT_1
+        "FIN_WAIT_1 -- FIN,ACK seq=1 ack=1 --> (CLOSE_WAIT)",
         "<-- FIN,ACK seq=1 ack=2 -- (LAST_ACK)",
         "TIME_WAIT -- ACK ack=2 --> (CLOSED)",
     ]
