@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import socket
+import struct
 from collections import deque
 from dataclasses import dataclass, fields
 
@@ -162,6 +163,10 @@ class _ListenState:
         self.queue: deque[Slot] = deque()
         self.lot = Waiters()
         self.closed = False
+
+
+#: The source and destination ports at the start of a (quoted) segment.
+_PORTS = struct.Struct(">HH").unpack_from
 
 
 def _addr_key(addr: tuple) -> tuple:
@@ -666,11 +671,13 @@ class Endpoint:
         for report in self.transport.unreachable():
             addr, data = report[0], report[1]
             self.stats.unreachable += 1
-            try:
-                seg = codec.decode(data)
-            except SegmentError:
+            # Only the ports: ICMP quotes the start of our datagram (Linux 520
+            # bytes), so a full-size segment's quote fails any checksum.  The
+            # report is only a reason to probe (Connection.on_unreachable).
+            if len(data) < 4:
                 continue
-            key = (addr[0], addr[1], seg.src_port, seg.dst_port)
+            src_port, dst_port = _PORTS(data)
+            key = (addr[0], addr[1], src_port, dst_port)
             slot = None
             if len(report) > 2 and report[2] is not None:  # see _on_datagram
                 slot = self._slots.get((*key, report[2]))

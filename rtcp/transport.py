@@ -29,6 +29,9 @@ MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 #: Errors that mean "nobody listens there" (ICMP port/host unreachable).
 UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 RECV_SIZE = 65536
+#: Bytes of our datagram an ICMP error quotes on Linux (576 - IP - ICMP - IP - UDP
+#: headers); MemoryNetwork truncates its reports the same way.
+ICMP_QUOTE = 520
 #: Batches shorter than this ask poll() before another recvfrom (UdpTransport._more).
 POLL_BATCH = 4
 _RECVERR_CMSGS = frozenset({(socket.SOL_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)})
@@ -348,7 +351,9 @@ class MemoryNetwork:
         if target is None:
             sender = self._bound.get(src)
             if sender is not None:
-                sender._errors.append((dst, data))
+                # As Linux: ICMP quotes at most 576 bytes in all, so the
+                # report holds only the first ICMP_QUOTE bytes of the datagram.
+                sender._errors.append((dst, data[:ICMP_QUOTE]))
                 sender._wake()
             return
         if self.delay:

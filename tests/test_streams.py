@@ -647,6 +647,28 @@ async def test_reader_learns_that_a_killed_peer_is_gone(autojump_clock) -> None:
     server.abort()
 
 
+async def test_writer_of_full_size_segments_learns_that_a_killed_peer_is_gone(
+        autojump_clock) -> None:
+    """ICMP quotes only the start of the datagram (Linux: 520 bytes): the report
+    for a full-size segment fails any checksum, and was dropped, so a writer
+    to a killed peer found out only by the user timeout (60 s), not by the
+    unreachable reports and their probes (under a second)."""
+    net = MemoryNetwork()
+    client, server = await memory_pair(net, Config())
+    await client.send_all(b"hi")
+    assert await server.receive_some() == b"hi"
+    client._endpoint.transport.close()  # SIGKILL: the port is simply gone
+    with trio.fail_after(30):
+        t0 = trio.current_time()
+        with pytest.raises(trio.BrokenResourceError) as info:
+            while True:
+                await server.send_all(b"z" * 100_000)
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert trio.current_time() - t0 < 5.0
+    client.abort()
+    server.abort()
+
+
 async def test_lost_handshake_ack_with_a_server_that_speaks_first(autojump_clock) -> None:
     """The client's third ACK is lost and the client has nothing to send: only a
     retransmitted SYN-ACK (answered by a new ACK) lets the server's greeting
