@@ -362,26 +362,35 @@ _CLIENT_POOL: trio.lowlevel.RunVar[dict[int, list[Endpoint]]] = trio.lowlevel.Ru
     "rtcp_client_pool")
 
 
-def _client_endpoint(family: int, addr: tuple, tracer: object | None) -> Endpoint:
-    """An unbound client endpoint without a live connection to ``addr``.
+def _client_endpoint(family: int, addr: tuple, tracer: object | None,
+                     local: tuple | None = None) -> Endpoint:
+    """A client endpoint without a live connection to ``addr``, bound to
+    ``local`` ((host, port), port 0 for any) or else to the wildcard address.
 
     Sockets are shared between connections to different peers, and a socket
     whose only tie to ``addr`` is TIME_WAIT is reused (as tcp_tw_reuse does),
-    so thousands of sequential connections need no file descriptor each.
+    so thousands of sequential connections need no file descriptor each, with
+    or without ``local_address``; and a bound port is free again for the same
+    peer as soon as its connection is closed, not 2 MSL later.
     """
     try:
         pool = _CLIENT_POOL.get()
     except LookupError:
         pool = {}
         _CLIENT_POOL.set(pool)
-    eps = pool.setdefault(family, [])
+    if local is None:
+        key: object = family
+        bind = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+    else:
+        key = (family, local[0], local[1])
+        bind = local
+    eps = pool.setdefault(key, [])
     for ep in eps:
         if not ep._closed and ep.tracer is tracer and not ep.has_connection(addr, addr[1]) \
                 and ep.connection_count < 4096:
             return ep
     eps[:] = [e for e in eps if not e._closed]  # closed ones go only here: not per connect
-    wildcard = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-    ep = Endpoint(UdpTransport(family, wildcard), tracer=tracer)
+    ep = Endpoint(UdpTransport(family, bind), tracer=tracer)
     eps.append(ep)
     return ep
 
@@ -471,7 +480,10 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
     ``local_address=(host, port)`` binds the local end (a bare host string, as
     trio's ``open_tcp_stream`` takes, binds that address with any port); two
     ends that connect to each other's bound address at once complete a
-    simultaneous open.
+    simultaneous open.  Connections from one local address share its socket,
+    and one in TIME_WAIT gives way to a new connection to the same peer (as
+    Linux's tcp_tw_reuse), so neither costs a file descriptor per connection;
+    a second live connection from a bound port to the same peer is an OSError.
     A name with several addresses is tried as trio does for TCP (RFC 8305):
     families interleaved, the next attempt started when one fails or after
     ``happy_eyeballs_delay`` seconds, the first to connect wins.  So an
@@ -547,15 +559,9 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
 
 async def _connect_to(family: int, addr: tuple, config: Config, local_address: tuple | None,
                       tracer: object | None) -> RtcpStream:
-    """One attempt: from a pooled client endpoint, or one bound to ``local_address``."""
-    if local_address is None:
-        return await _connect_slot(_client_endpoint(family, addr, tracer), addr, config)
-    endpoint = Endpoint(UdpTransport(family, local_address), tracer=tracer)
-    try:
-        return await _connect_slot(endpoint, addr, config)
-    except BaseException:
-        endpoint.close()
-        raise
+    """One attempt, from a pooled client endpoint (bound to ``local_address``, if given)."""
+    return await _connect_slot(_client_endpoint(family, addr, tracer, local_address), addr,
+                               config)
 
 
 def _interleave(targets: list[tuple[int, tuple]]) -> list[tuple[int, tuple]]:

@@ -1004,6 +1004,55 @@ async def test_ten_thousand_sequential_connections_need_no_fd_each() -> None:
     assert listener.stats.connections_accepted == cycles
 
 
+async def test_sequential_connections_from_a_bound_address_need_no_fd_each() -> None:
+    # local_address= made a socket per connection, kept for 2 MSL of TIME_WAIT:
+    # ~1,000 sequential connections ran out of file descriptors (ulimit 1024).
+    import os
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with trio.fail_after(120):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+        port = listener.local_address[1]
+        async with trio.open_nursery() as n:
+            async def server() -> None:
+                while True:
+                    s = await listener.accept()
+                    await s.aclose()
+
+            n.start_soon(server)
+            for _ in range(300):
+                s = await rtcp.open_rtcp_stream(LOOP, port, local_address=LOOP)
+                await s.aclose()
+            max_fds = len(os.listdir("/proc/self/fd"))
+            n.cancel_scope.cancel()
+        await listener.aclose()
+    assert max_fds - fds_before <= 4
+
+
+async def test_a_bound_port_is_free_again_for_the_same_peer_after_close() -> None:
+    """Kernel TCP (with SO_REUSEADDR) lets a client bind the same local port again
+    at once; rtcp said EADDRINUSE for 2 MSL.  Now the socket is shared and
+    TIME_WAIT is reused; a second live connection to the same peer is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((LOOP, 0))
+        local = (LOOP, probe.getsockname()[1])
+    with trio.fail_after(30):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+        port = listener.local_address[1]
+        for _ in range(3):
+            c, s = await connect_and_accept(
+                listener, partial(rtcp.open_rtcp_stream, LOOP, port, local_address=local))
+            assert c.local_address == local
+            with pytest.raises(OSError):
+                await rtcp.open_rtcp_stream(LOOP, port, local_address=local)
+            await c.send_all(b"x")
+            assert await s.receive_some() == b"x"
+            await c.aclose()  # the client closes first: its end goes to TIME_WAIT
+            assert await s.receive_some() == b""
+            await s.aclose()
+        await listener.aclose()
+
+
 async def test_through_a_relay_on_another_port() -> None:
     # Header ports are the ones each side knows (SPEC 1): a relay or NAT in
     # between may listen on any port and the connection still works.
