@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start an echo server on 127.0.0.1 (a free port) in this "
                                    "process, exchange a few messages with it and draw the "
                                    "connection as a ladder diagram on stdout.")
-    p.add_argument("messages", nargs="*", metavar="MESSAGE",
+    p.add_argument("messages", nargs="*", default=[], metavar="MESSAGE",
                    help=f"messages to echo (default: {' '.join(map(repr, DEMO_MESSAGES))} "
                         f"and {DEMO_BULK:,} bytes of bulk data)")
     _add_common(p, trace=False)
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "server to close, and exit.")
     p.add_argument("host", metavar="HOST", help="the echo server's name or address")
     p.add_argument("port", metavar="PORT", type=_port, help="its UDP port (default server: 7007)")
-    p.add_argument("messages", nargs="*", metavar="MESSAGE",
+    p.add_argument("messages", nargs="*", default=[], metavar="MESSAGE",
                    help="messages to send, one at a time (default: read lines from stdin)")
     _add_common(p)
     p.set_defaults(func=_echo_client)

@@ -105,6 +105,13 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert_one_line_error(run_rtcp(*args), 2)
 
 
+def test_a_missing_port_is_named_alone() -> None:
+    # MESSAGE is optional (stdin is read without it); argparse listed it as required.
+    result = run_rtcp("echo-client", LOOP)
+    assert_one_line_error(result, 2, "required: PORT")
+    assert "MESSAGE" not in result.stderr
+
+
 # ---------------------------------------------------------------- runtime errors
 
 
