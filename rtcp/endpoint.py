@@ -165,8 +165,8 @@ class _ListenState:
         self.closed = False
 
 
-#: The source and destination ports at the start of a (quoted) segment.
-_PORTS = struct.Struct(">HH").unpack_from
+#: The ports and sequence number at the start of a (quoted) segment.
+_PORTS_SEQ = struct.Struct(">HHI").unpack_from
 
 
 def _addr_key(addr: tuple) -> tuple:
@@ -671,12 +671,13 @@ class Endpoint:
         for report in self.transport.unreachable():
             addr, data = report[0], report[1]
             self.stats.unreachable += 1
-            # Only the ports: ICMP quotes the start of our datagram (Linux 520
-            # bytes), so a full-size segment's quote fails any checksum.  The
-            # report is only a reason to probe (Connection.on_unreachable).
-            if len(data) < 4:
+            # Only the ports and sequence number: ICMP quotes the start of our
+            # datagram (Linux: 520 bytes), so a full-size segment's quote fails
+            # any checksum.  The report is only a reason to probe, and only
+            # with a sequence number we sent lately (Connection.on_unreachable).
+            if len(data) < 8:
                 continue
-            src_port, dst_port = _PORTS(data)
+            src_port, dst_port, seq = _PORTS_SEQ(data)
             key = (addr[0], addr[1], src_port, dst_port)
             slot = None
             if len(report) > 2 and report[2] is not None:  # see _on_datagram
@@ -684,7 +685,7 @@ class Endpoint:
             if slot is None:
                 slot = self._slots.get(key)
             if slot is not None:
-                slot.conn.on_unreachable(now)
+                slot.conn.on_unreachable(now, seq)
                 self._mark(slot)
 
     def _mark(self, slot: Slot) -> None:

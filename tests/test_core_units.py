@@ -1065,6 +1065,32 @@ def test_unreachable_refuses_only_a_syn_sent_connection() -> None:
     assert a.state == "ESTABLISHED" and a.segments_to_send(1.0) == []
 
 
+def test_unreachable_must_quote_a_sequence_number_we_sent_lately() -> None:
+    """RFC 5927 4.1: a report naming a segment we never sent (or long ago) is
+    ignored: a blind forger must guess the window as well as the ports."""
+    a = Connection(Config(), 1000, 2000, iss=0xFFFFFFFF, now=0.0)  # SND.NXT wraps
+    a.connect(0.0)
+    for seq in (0x7FFFFFFF, 5, 0xFFFFFFF0):
+        a.on_unreachable(0.1, seq)
+        assert a.state == "SYN_SENT", seq
+    a.on_unreachable(0.1, 0xFFFFFFFF)  # our SYN
+    assert a.state == "CLOSED"
+    def sending() -> Connection:
+        conn, _, _ = connect(iss_a=1000)
+        conn.send(b"x" * 3000, 1.0)
+        assert conn.segments_to_send(1.0) and conn.snd_una == 1001 < conn.snd_nxt
+        return conn
+
+    a = sending()
+    for seq in (900, 999, a.snd_nxt + 1, a.snd_nxt + 100_000):  # before SND.UNA - 1, beyond SND.NXT
+        a.on_unreachable(1.0, seq)
+        assert a._icmp_probe_deadline is None, seq
+    for seq in (1000, 1001, a.snd_nxt):  # a probe, the first byte, SND.NXT (a bare ACK)
+        fresh = sending()
+        fresh.on_unreachable(1.0, seq)
+        assert fresh._icmp_probe_deadline is not None, seq
+
+
 def _probe_round(a: Connection, now: float) -> Segment:
     """Fire A's ICMP probe timer; return the probe (a keepalive-style ACK)."""
     t = a.timer()

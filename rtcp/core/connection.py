@@ -538,15 +538,21 @@ class Connection:
                 self.stats.resets_sent += 1
         self._close_now()
 
-    def on_unreachable(self, now: float) -> None:
+    def on_unreachable(self, now: float, seq: int | None = None) -> None:
         """ICMP said nobody listens at the peer's address.
 
         A connection in SYN_SENT gives up at once (refused).  A synchronized
         one probes the peer and gives up (refused) after UNREACHABLE_STRIKES
         probe rounds drew reports and none an answer: an idle receiver would
         otherwise wait forever for a peer whose process was killed.
+        ``seq``, the sequence number of the segment the report quotes, must be
+        one we could have sent lately (RFC 5927 4.1): SND.UNA - 1 (a probe) to
+        SND.NXT; a report that fails the check is ignored.
         """
         st = self.state
+        if seq is not None and not (0 <= seq_diff(seq, (self.snd_una - 1) & MASK)
+                                    <= self.snd_nxt - self.snd_una + 1):
+            return
         if st is S.SYN_SENT:
             self._fail(ev.ConnectionReset(refused=True))
             return
