@@ -221,9 +221,10 @@ class Endpoint:
         return config.max_datagram
 
     def has_connection(self, addr: tuple, remote_port: int) -> bool:
-        """Whether a live (not TIME_WAIT) connection to ``addr`` uses this socket."""
+        """Whether a live (not TIME_WAIT, not CLOSED) connection to ``addr`` uses this socket."""
         slot = self._slots.get((addr[0], addr[1], self.local_port, remote_port))
-        return slot is not None and slot.conn.state is not S.TIME_WAIT
+        return slot is not None and slot.conn.state is not S.TIME_WAIT \
+            and slot.conn.state is not S.CLOSED
 
     def connect(self, addr: tuple, config: Config) -> Slot:
         """Start an active open to ``addr`` (port in the header = UDP port)."""
@@ -233,10 +234,14 @@ class Endpoint:
         key = (*_addr_key(addr), self.local_port, remote_port)
         old = self._slots.get(key)
         if old is not None:
-            if old.conn.state is not S.TIME_WAIT:
+            state = old.conn.state
+            if state is not S.TIME_WAIT and state is not S.CLOSED:
                 raise OSError(f"a connection to {addr} from this port already exists")
-            self._forget(old, close_idle=False)  # reuse TIME_WAIT's 4-tuple (tcp_tw_reuse)
-            self.stats.time_wait_reused += 1
+            # A reset connection whose stream is not closed yet, or TIME_WAIT's
+            # 4-tuple reused (tcp_tw_reuse); release() then leaves the new slot.
+            self._forget(old, close_idle=False)
+            if state is S.TIME_WAIT:
+                self.stats.time_wait_reused += 1
         now = trio.current_time()
         conn = self._new_connection(config, addr, self.local_port, remote_port, now)
         slot = Slot(conn, key, addr, from_listener=False)

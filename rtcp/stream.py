@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import operator
 import socket
 from collections.abc import Awaitable, Callable
@@ -378,21 +377,41 @@ def _client_endpoint(family: int, addr: tuple, tracer: object | None,
     except LookupError:
         pool = {}
         _CLIENT_POOL.set(pool)
-    if local is None:
-        key: object = family
-        bind = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-    else:
-        key = (family, local[0], local[1])
-        bind = local
+    key = _pool_key(family, local)
     eps = pool.setdefault(key, [])
     for ep in eps:
         if not ep._closed and ep.tracer is tracer and not ep.has_connection(addr, addr[1]) \
                 and ep.connection_count < 4096:
             return ep
-    eps[:] = [e for e in eps if not e._closed]  # closed ones go only here: not per connect
-    ep = Endpoint(UdpTransport(family, bind), tracer=tracer)
-    eps.append(ep)
+    # A new socket: drop closed endpoints now (not per connect), every port's.
+    for k in list(pool):
+        live = [e for e in pool[k] if not e._closed]
+        if live or k == key:
+            pool[k] = live
+        else:
+            del pool[k]
+    if local is None:
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+    ep = Endpoint(UdpTransport(family, local), tracer=tracer)
+    pool[key].append(ep)
     return ep
+
+
+def _pool_key(family: int, local: tuple | None) -> object:
+    """Where the client pool keeps endpoints bound to ``local`` (None: wildcard)."""
+    return family if local is None else (family, local[0], local[1])
+
+
+async def _closing_done(family: int, local: tuple) -> None:
+    """Wait until pooled endpoints bound to ``local`` that have closed have also
+    released their socket (their task closes it), so the port can be bound."""
+    try:
+        pool = _CLIENT_POOL.get()
+    except LookupError:
+        return
+    for ep in pool.get(_pool_key(family, local), ()):
+        if ep._closed:
+            await ep.wait_closed()
 
 
 _V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
@@ -483,7 +502,9 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
     simultaneous open.  Connections from one local address share its socket,
     and one in TIME_WAIT gives way to a new connection to the same peer (as
     Linux's tcp_tw_reuse), so neither costs a file descriptor per connection;
-    a second live connection from a bound port to the same peer is an OSError.
+    a second live connection from a bound port to the same peer is an OSError,
+    and so is one with another ``tracer`` while the port's socket lives (a
+    socket has one tracer).
     A name with several addresses is tried as trio does for TCP (RFC 8305):
     families interleaved, the next attempt started when one fails or after
     ``happy_eyeballs_delay`` seconds, the first to connect wins.  So an
@@ -510,8 +531,7 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
             raise OSError(f"no address of {host!r} matches local_address {local_address!r}")
     if len(targets) == 1:
         return await _connect_to(*targets[0], config, local_address, tracer)
-    # Attempts from one bound local address cannot overlap: one at a time.
-    delay = math.inf if local_address is not None else happy_eyeballs_delay
+    delay = happy_eyeballs_delay  # attempts from one bound address share its socket
     errors: list[Exception] = []
     winner: list[RtcpStream] = []
 
@@ -560,6 +580,8 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
 async def _connect_to(family: int, addr: tuple, config: Config, local_address: tuple | None,
                       tracer: object | None) -> RtcpStream:
     """One attempt, from a pooled client endpoint (bound to ``local_address``, if given)."""
+    if local_address is not None and local_address[1]:
+        await _closing_done(family, local_address)
     return await _connect_slot(_client_endpoint(family, addr, tracer, local_address), addr,
                                config)
 
