@@ -1,7 +1,8 @@
 """Client sockets bound with local_address=: shared like the default client
 sockets, free again for the same peer as soon as a connection ends (TIME_WAIT
 reused, a reset or refused connection forgotten), happy eyeballs from a bound
-port, ICMP reports for full-size segments on real sockets."""
+port (and see test_streams' happy eyeballs tests), ICMP reports for full-size
+segments on real sockets."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 import trio
 
 import rtcp
-from rtcp import Config
 from rtcp.endpoint import Endpoint
 from rtcp.transport import UdpTransport
+from tests.test_streams import connect_and_accept
 
 LOOP = "127.0.0.1"
 
@@ -25,21 +26,9 @@ def free_port(host: str = LOOP, family: int = socket.AF_INET) -> int:
         return s.getsockname()[1]
 
 
-async def connect_and_accept(listener, connect) -> tuple:
-    async with trio.open_nursery() as n:
-        got: list = []
-
-        async def acc() -> None:
-            got.append(await listener.accept())
-
-        n.start_soon(acc)
-        client = await connect()
-    return client, got[0]
-
-
 async def test_refused_connect_from_a_bound_port_may_be_retried_at_once() -> None:
-    """Kernel TCP: a refused connect frees its bound port at once.  Here the
-    pooled endpoint closes itself, but its socket only when its task runs."""
+    """Kernel TCP: a refused connect frees its bound port at once.  The pooled
+    endpoint closes its socket when its task next runs: the retry waits for it."""
     with trio.fail_after(10):
         ep = Endpoint(UdpTransport(socket.AF_INET, (LOOP, 0)), linger=True)  # RSTs SYNs
         local = (LOOP, free_port())
@@ -173,36 +162,6 @@ async def test_ipv6_local_address_as_a_four_tuple() -> None:
             await c.aclose()  # TIME_WAIT: the socket stays, and is reused
             assert await s.receive_some() == b""
             await s.aclose()
-        await listener.aclose()
-
-
-async def test_silent_first_address_with_a_bound_local_port_costs_only_the_delay(
-        monkeypatch) -> None:
-    """Connections from one bound port share its socket, so attempts to
-    different addresses may overlap: a silent first address costs the happy
-    eyeballs delay, not the whole connect timeout."""
-    [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
-    port = listener.local_address[1]
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.2", port))
-
-    async def two(host, port):
-        await trio.lowlevel.checkpoint()
-        return [(socket.AF_INET, ("127.0.0.2", port)), (socket.AF_INET, (LOOP, port))]
-
-    monkeypatch.setattr(rtcp.stream, "_resolve", two)
-    try:
-        with trio.fail_after(10):
-            t0 = trio.current_time()
-            c, s = await connect_and_accept(listener, partial(
-                rtcp.open_rtcp_stream, "two.example", port, local_address=(LOOP, free_port()),
-                config=Config(connect_timeout=3.0)))
-            took = trio.current_time() - t0
-            c.abort()
-            s.abort()
-        assert took < 1.0, took
-    finally:
-        silent.close()
         await listener.aclose()
 
 
