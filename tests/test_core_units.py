@@ -1091,6 +1091,21 @@ def test_unreachable_must_quote_a_sequence_number_we_sent_lately() -> None:
         assert fresh._icmp_probe_deadline is not None, seq
 
 
+def test_unreachable_drops_a_half_open_entry_that_quotes_our_isn() -> None:
+    """A SYN-ACK answered by "port unreachable" (the client is gone, or the SYN's
+    source was spoofed) frees its syn_backlog place at once, as Linux does; only
+    a report that quotes the SYN-ACK (our unguessable ISN) does."""
+    for seq, dropped in ((None, False), (5000 - 1, False), (5000 + 1, False), (5000, True)):
+        a = Connection(Config(), 1000, 2000, iss=1000, now=0.0)
+        b = Connection(Config(), 2000, 1000, iss=5000, now=0.0)
+        b.listen()
+        a.connect(0.0)
+        deliver(a, b, 0.0)
+        assert b.segments_to_send(0.0)[0].seq == 5000 and b.state == "SYN_RECEIVED"
+        b.on_unreachable(0.1, seq)
+        assert (b.state == "CLOSED") == dropped, seq
+
+
 def _probe_round(a: Connection, now: float) -> Segment:
     """Fire A's ICMP probe timer; return the probe (a keepalive-style ACK)."""
     t = a.timer()

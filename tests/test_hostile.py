@@ -849,3 +849,23 @@ async def test_cookie_client_survives_a_duplicate_syn_ack(autojump_clock) -> Non
     assert server.stats.syn_cookies_accepted == 1 and server.stats.resets_sent == 0
     client.abort()
     stream.abort()
+
+
+async def test_a_syn_whose_source_is_gone_frees_its_half_open_place(autojump_clock) -> None:
+    """The SYN-ACK draws "port unreachable" (the client vanished, or the SYN's
+    source was spoofed): the half-open entry goes at once, not after the SYN-ACK
+    retransmissions (connect_timeout), so it does not hold a syn_backlog place."""
+    net = MemoryNetwork()
+    cfg = Config(syn_backlog=4)
+    server, listener = memory_listener(net, cfg)
+    with trio.fail_after(10):
+        for i in range(8):
+            peer = RawPeer(net, f"10.0.1.{i + 1}")
+            peer.send(Segment(peer.port, 7, 1000 * i, 0, SYN, 65535, 0, ((2, 1460),)),
+                      ("10.0.0.2", 7))
+            peer.transport.close()  # gone before the SYN-ACK: "port unreachable"
+            await trio.sleep(0.01)
+        assert server.connection_count == 0 and server._half_open == 0
+        assert server.stats.syn_cookies_sent == 0  # the backlog never filled
+        assert server.stats.unreachable == 8
+    await listener.aclose()

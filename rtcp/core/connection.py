@@ -556,6 +556,13 @@ class Connection:
         if st is S.SYN_SENT:
             self._fail(ev.ConnectionReset(refused=True))
             return
+        if st is S.SYN_RECEIVED and self._passive and seq == self.iss & MASK:
+            # Our SYN-ACK found nobody (a client gone, or a spoofed SYN's
+            # source): drop the half-open entry now, as Linux's tcp_req_err,
+            # rather than hold a syn_backlog place through every retransmission.
+            # The quoted ISN is unguessable off path.
+            self._fail(ev.ConnectionReset(refused=True))
+            return
         if st not in SYNCHRONIZED or st is S.TIME_WAIT:
             return
         # Later it is a soft error (RFC 1122 4.2.3.9; ICMP is easily forged,
