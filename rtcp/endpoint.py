@@ -165,6 +165,10 @@ class _ListenState:
         self.closed = False
 
 
+#: States whose 4-tuple a new connect may take over: TIME_WAIT (tcp_tw_reuse)
+#: and a reset connection whose stream is not closed yet.
+_REUSABLE = frozenset({S.TIME_WAIT, S.CLOSED})
+
 #: The ports and sequence number at the start of a (quoted) segment.
 _PORTS_SEQ = struct.Struct(">HHI").unpack_from
 
@@ -223,8 +227,7 @@ class Endpoint:
     def has_connection(self, addr: tuple, remote_port: int) -> bool:
         """Whether a live (not TIME_WAIT, not CLOSED) connection to ``addr`` uses this socket."""
         slot = self._slots.get((addr[0], addr[1], self.local_port, remote_port))
-        return slot is not None and slot.conn.state is not S.TIME_WAIT \
-            and slot.conn.state is not S.CLOSED
+        return slot is not None and slot.conn.state not in _REUSABLE
 
     def connect(self, addr: tuple, config: Config) -> Slot:
         """Start an active open to ``addr`` (port in the header = UDP port)."""
@@ -235,7 +238,7 @@ class Endpoint:
         old = self._slots.get(key)
         if old is not None:
             state = old.conn.state
-            if state is not S.TIME_WAIT and state is not S.CLOSED:
+            if state not in _REUSABLE:
                 raise OSError(f"a connection to {addr} from this port already exists")
             # A reset connection whose stream is not closed yet, or TIME_WAIT's
             # 4-tuple reused (tcp_tw_reuse); release() then leaves the new slot.
