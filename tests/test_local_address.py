@@ -50,6 +50,7 @@ async def test_a_bound_port_is_free_again_at_once(ending: str) -> None:
         for _ in range(3):
             c, s = await connect_and_accept(
                 listener, partial(rtcp.open_rtcp_stream, LOOP, port, local_address=local))
+            assert c.local_address == local and s.remote_address == local
             if ending == "abort":
                 c.abort()
                 s.abort()
@@ -94,6 +95,7 @@ async def test_a_cancelled_connect_from_a_bound_port_frees_it_at_once() -> None:
                 await rtcp.open_rtcp_stream(LOOP, silent.getsockname()[1], local_address=local)
             c, s = await connect_and_accept(listener, partial(
                 rtcp.open_rtcp_stream, LOOP, listener.local_address[1], local_address=local))
+            assert c.local_address == local and c.state == "ESTABLISHED"
             c.abort()
             s.abort()
             await listener.aclose()
@@ -168,6 +170,8 @@ async def test_a_bound_port_whose_connection_was_reset_may_connect_again() -> No
         assert c.state == "CLOSED"
         c2, s2 = await connect_and_accept(
             listener, partial(rtcp.open_rtcp_stream, LOOP, port, local_address=local))
+        await c2.send_all(b"again")
+        assert await s2.receive_some() == b"again" and s2.remote_address == local
         for x in (c, c2, s2):
             x.abort()
         await listener.aclose()
