@@ -44,6 +44,7 @@ static Py_ssize_t field_offset[N_FIELDS]; /* byte offset of each slot in the obj
 static PyObject *slow_encode;             /* _codec_cbackend.cffi_encode */
 static PyObject *slow_decode;             /* _codec_cbackend.cffi_decode */
 static PyObject *slow_checksum;           /* _codec_cbackend.cffi_internet_checksum */
+static Py_ssize_t view_min;               /* rtcp.segment.VIEW_MIN */
 
 #define FIELD(obj, i) (*(PyObject **)((char *)(obj) + field_offset[i]))
 
@@ -302,8 +303,23 @@ static PyObject *option_value(const rtcp_option *o, const unsigned char *p)
     }
 }
 
+/* The payload: a copy, or (owner given, over view_min bytes) a
+ * memoryview of owner, an immutable bytes object that holds p. */
+static PyObject *payload_of(const unsigned char *p, Py_ssize_t start, Py_ssize_t size,
+                            PyObject *owner)
+{
+    if (owner == NULL || size - start <= view_min)
+        return PyBytes_FromStringAndSize((const char *)p + start, size - start);
+    PyObject *whole = PyMemoryView_FromObject(owner);
+    if (whole == NULL)
+        return NULL;
+    PyObject *part = PySequence_GetSlice(whole, start, size);
+    Py_DECREF(whole);
+    return part;
+}
+
 static PyObject *build_segment(const rtcp_segment_info *info, const unsigned char *p,
-                               Py_ssize_t size)
+                               Py_ssize_t size, PyObject *owner)
 {
     PyObject *fields[N_FIELDS] = {NULL};
     const uint32_t header[URGENT + 1] = {
@@ -321,8 +337,7 @@ static PyObject *build_segment(const rtcp_segment_info *info, const unsigned cha
             goto fail;
         PyTuple_SET_ITEM(fields[OPTIONS], k, opt);
     }
-    fields[PAYLOAD] = PyBytes_FromStringAndSize((const char *)p + info->header_len,
-                                                size - (Py_ssize_t)info->header_len);
+    fields[PAYLOAD] = payload_of(p, (Py_ssize_t)info->header_len, size, owner);
     if (fields[PAYLOAD] == NULL)
         goto fail;
     /* What object.__new__ does, minus the frozen dataclass's __init__ (which
@@ -340,9 +355,10 @@ fail:
     return NULL;
 }
 
-static PyObject *fast_decode(PyObject *self, PyObject *data)
+/* decode, or (lend) decode_view: only a bytes datagram lends its payload,
+ * since the caller may change a bytearray's or a view's memory later. */
+static PyObject *decode(PyObject *data, int lend)
 {
-    (void)self;
     Py_buffer view;
     const unsigned char *p;
     Py_ssize_t size;
@@ -362,12 +378,24 @@ static PyObject *fast_decode(PyObject *self, PyObject *data)
     if (rtcp_decode_info((const char *)p, (size_t)size, &info) < 0)
         seg = NULL; /* the slow path below raises the right SegmentError */
     else
-        seg = build_segment(&info, p, size);
+        seg = build_segment(&info, p, size, lend && !have_view ? data : NULL);
     if (have_view)
         PyBuffer_Release(&view);
     if (seg == NULL && !PyErr_Occurred())
         return PyObject_CallOneArg(slow_decode, data);
     return seg;
+}
+
+static PyObject *fast_decode(PyObject *self, PyObject *data)
+{
+    (void)self;
+    return decode(data, 0);
+}
+
+static PyObject *fast_decode_view(PyObject *self, PyObject *data)
+{
+    (void)self;
+    return decode(data, 1);
 }
 
 /* ------------------------------------------------------------ checksum */
@@ -393,6 +421,9 @@ static PyMethodDef encode_def = {
 static PyMethodDef decode_def = {
     "decode", fast_decode, METH_O,
     "decode(data) -> Segment: parse and verify one datagram (C fast path)."};
+static PyMethodDef decode_view_def = {
+    "decode_view", fast_decode_view, METH_O,
+    "decode_view(data) -> Segment: decode, a large payload lent from data (C fast path)."};
 static PyMethodDef checksum_def = {
     "internet_checksum", fast_checksum, METH_O,
     "internet_checksum(data) -> int: RFC 1071 checksum of a bytes-like object (C fast path)."};
@@ -426,7 +457,7 @@ static int find_fields(PyTypeObject *type, Py_ssize_t *offsets)
 }
 
 /* Called through cffi by the module named module_name while it is being
- * imported: reads its Segment and its cffi_* functions, and sets its fast_*
+ * imported: reads its Segment, VIEW_MIN and cffi_* functions, and sets its fast_*
  * functions.  Returns 0, or -1 (with no exception left set, since cffi would
  * not report it) when the fast path cannot be used.
  *
@@ -434,6 +465,8 @@ static int find_fields(PyTypeObject *type, Py_ssize_t *offsets)
  * the main interpreter: a subinterpreter's import, or a reload, gets -1 and
  * keeps the cffi path instead of redirecting the live fast path to its own
  * Segment class.  Everything is checked before anything is committed. */
+#define N_FAST 4 /* encode, decode, internet_checksum, decode_view */
+
 int rtcp_fastpath_install(const char *module_name)
 {
     if (!PyGILState_Check())
@@ -449,29 +482,34 @@ int rtcp_fastpath_install(const char *module_name)
     }
     static const char *const slow_names[3] = {
         "cffi_encode", "cffi_decode", "cffi_internet_checksum"};
-    static PyMethodDef *const defs[3] = {&encode_def, &decode_def, &checksum_def};
-    static const char *const fast_names[3] = {
-        "fast_encode", "fast_decode", "fast_internet_checksum"};
+    static PyMethodDef *const defs[N_FAST] = {
+        &encode_def, &decode_def, &checksum_def, &decode_view_def};
+    static const char *const fast_names[N_FAST] = {
+        "fast_encode", "fast_decode", "fast_internet_checksum", "fast_decode_view"};
     PyObject *seg = PyObject_GetAttrString(module, "Segment");
-    PyObject *slow[3] = {NULL, NULL, NULL}, *fast[3] = {NULL, NULL, NULL};
+    PyObject *min = PyObject_GetAttrString(module, "VIEW_MIN");
+    Py_ssize_t min_value = min != NULL ? PyLong_AsSsize_t(min) : -1;
+    Py_XDECREF(min);
+    PyObject *slow[3] = {NULL, NULL, NULL}, *fast[N_FAST] = {NULL, NULL, NULL, NULL};
     Py_ssize_t offsets[N_FIELDS];
-    int ok = seg != NULL && PyType_Check(seg)
+    int ok = seg != NULL && PyType_Check(seg) && min_value >= 0
              && find_fields((PyTypeObject *)seg, offsets) == 0;
-    for (int i = 0; ok && i < 3; i++)
-        ok = (slow[i] = PyObject_GetAttrString(module, slow_names[i])) != NULL
+    for (int i = 0; ok && i < N_FAST; i++)
+        ok = (i >= 3 || (slow[i] = PyObject_GetAttrString(module, slow_names[i])) != NULL)
              && (fast[i] = PyCFunction_New(defs[i], NULL)) != NULL;
     if (ok) { /* commit: kept for the life of the process */
         segment_type = (PyTypeObject *)seg;
         memcpy(field_offset, offsets, sizeof offsets);
+        view_min = min_value;
         slow_encode = slow[0], slow_decode = slow[1], slow_checksum = slow[2];
-        for (int i = 0; ok && i < 3; i++)
+        for (int i = 0; ok && i < N_FAST; i++)
             ok = PyObject_SetAttrString(module, fast_names[i], fast[i]) == 0;
     } else {
         Py_XDECREF(seg);
         for (int i = 0; i < 3; i++)
             Py_XDECREF(slow[i]);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < N_FAST; i++)
         Py_XDECREF(fast[i]);
     Py_DECREF(module);
     if (!ok)

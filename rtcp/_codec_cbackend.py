@@ -28,7 +28,14 @@ from typing import Any
 
 from ._codec_c import ffi, lib  # ImportError when the extension is absent
 from ._codec_py import ERR_OFFSET_PAST, _pack_ts, decode_error, encode_options
-from .segment import Segment, SegmentError, _new_segment, _SegmentBuilder
+from .segment import (  # noqa: F401 (VIEW_MIN: read by csrc/fastpath.c)
+    VIEW_MIN,
+    Segment,
+    SegmentError,
+    _lend_payload,
+    _new_segment,
+    _SegmentBuilder,
+)
 
 _checksum = lib.rtcp_checksum
 _decode = lib.rtcp_decode
@@ -214,6 +221,11 @@ def cffi_decode(data: Any) -> Segment:
     return parse(data)
 
 
+def cffi_decode_view(data: Any) -> Segment:
+    """decode, with a large payload lent from ``data`` (see rtcp.segment.decode_view)."""
+    return _lend_payload(cffi_decode(data), data)
+
+
 def _payload_buffer(payload: Any) -> Any:
     """A char[] view of a bytes-like payload other than bytes (no copy if contiguous)."""
     try:
@@ -291,6 +303,7 @@ def cffi_encode(seg: Segment) -> bytes:
 fast_encode: Callable[[Segment], bytes] | None = None
 fast_decode: Callable[[Any], Segment] | None = None
 fast_internet_checksum: Callable[[Any], int] | None = None
+fast_decode_view: Callable[[Any], Segment] | None = None
 
 
 def _install_fastpath() -> bool:
@@ -303,3 +316,4 @@ FASTPATH = _install_fastpath()
 encode: Callable[[Segment], bytes] = fast_encode or cffi_encode
 decode: Callable[[Any], Segment] = fast_decode or cffi_decode
 internet_checksum: Callable[[Any], int] = fast_internet_checksum or cffi_internet_checksum
+decode_view: Callable[[Any], Segment] = fast_decode_view or cffi_decode_view

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from .segment import ChecksumError, Segment, SegmentError, _new_segment
+from .segment import ChecksumError, Segment, SegmentError, _lend_payload, _new_segment
 
 # Error codes: the same numbers as RTCP_ERR_* in csrc/codec.h.
 ERR_SHORT = -1
@@ -245,3 +245,8 @@ def decode(data: Any) -> Segment:
         raise decode_error(ERR_OFFSET_PAST, data, 12)
     opts = _parse_options(data, hl) if hl > 20 else ()
     return _new_segment(sp, dp, seq, ack, flags, window, urgent, opts, data[hl:])
+
+
+def decode_view(data: Any) -> Segment:
+    """decode, with a large payload lent from ``data`` (see rtcp.segment.decode_view)."""
+    return _lend_payload(decode(data), data)

@@ -500,7 +500,7 @@ class Endpoint:
     def _on_datagram(self, data: bytes, addr: tuple, now: float) -> Slot | None:
         self.stats.datagrams_received += 1
         try:
-            seg = codec.decode(data)
+            seg = codec.decode_view(data)
         except ChecksumError:
             self.stats.checksum_failures += 1
             return None

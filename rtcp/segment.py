@@ -37,7 +37,9 @@ __all__ = [
     "Flags",
     "Segment",
     "SegmentError",
+    "VIEW_MIN",
     "decode",
+    "decode_view",
     "encode",
     "internet_checksum",
     "new_segment",
@@ -47,6 +49,10 @@ __all__ = [
 HEADER_SIZE = 20
 #: Most option bytes a header can carry (data offset is at most 15 words).
 MAX_OPTION_BYTES = 40
+#: Payloads larger than this may be memoryviews rather than copies: those
+#: :func:`decode_view` lends from a datagram, and those the engine sends from
+#: its send buffer.  Below it a copy costs less than a view.
+VIEW_MIN = 4096
 
 # Option kinds (RFC 9293, 7323, 2018).  EOL and NOP are padding: encode adds
 # them, decode drops them, and they never appear in ``Segment.options``.
@@ -100,9 +106,10 @@ class Segment:
     #: ``(kind, value)`` pairs in wire order; see the ``OPT_*`` constants.
     options: tuple[tuple[int, Any], ...] = ()
     #: ``bytes`` when decoded; :func:`encode` accepts any bytes-like object.
-    #: Segments the engine builds to send may carry a read-only ``memoryview``
-    #: of its send buffer (large segments, no copy): a tracer that keeps one
-    #: should keep ``bytes(seg.payload)``.
+    #: A large payload may be a read-only ``memoryview`` instead (no copy): of
+    #: the send buffer in segments the engine sends, of the datagram in those
+    #: :func:`decode_view` returns.  A tracer that keeps one should keep
+    #: ``bytes(seg.payload)``.
     payload: bytes = b""
 
     @property
@@ -153,6 +160,16 @@ def _new_segment(
 new_segment = _new_segment
 
 
+def _lend_payload(seg: Segment, data: Any) -> Segment:
+    """``seg`` decoded from ``data``, its payload swapped for a view of ``data``
+    as decode_view promises: how backends without a lending decoder of their
+    own (Python, cffi without the CPython fast path) provide one."""
+    n = len(seg.payload)
+    if n > VIEW_MIN and data.__class__ is bytes:
+        object.__setattr__(seg, "payload", memoryview(data)[len(data) - n:])
+    return seg
+
+
 #: RTCP_PURE_PYTHON values that leave the choice alone (anything else forces Python).
 _OFF = ("", "0", "false", "no", "off")
 
@@ -186,3 +203,10 @@ decode: Callable[[Any], Segment] = _backend.decode
 #: ``internet_checksum(data) -> int``: RFC 1071 checksum, 0..0xFFFF; a segment
 #: verifies when this is 0 over all of it.
 internet_checksum: Callable[[Any], int] = _backend.internet_checksum
+
+
+#: ``decode_view(data) -> Segment``: :func:`decode`, except that when ``data``
+#: is ``bytes`` a payload over :data:`VIEW_MIN` bytes is a read-only memoryview
+#: of it, not a copy.  The endpoint's receive path: the application's read
+#: copies the payload anyway, and can then join several segments in one copy.
+decode_view: Callable[[Any], Segment] = _backend.decode_view

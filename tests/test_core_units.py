@@ -27,7 +27,7 @@ from rtcp.core.connection import (
 from rtcp.core.ranges import RangeSet
 from rtcp.core.rto import CLOCK_GRANULARITY, RttEstimator
 from rtcp.core.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, unwrap
-from rtcp.segment import Segment, encode
+from rtcp.segment import VIEW_MIN, Segment, decode_view, encode
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -309,18 +309,32 @@ def read_all(c: Connection, now: float) -> bytes:
     return bytes(out)
 
 
-def test_large_segments_are_handed_over_whole_not_joined() -> None:
-    """Small pieces ahead of a large segment come out alone, so the large one is
-    returned as the very object that arrived (no copy into a join)."""
+def test_receive_joins_large_segments_in_one_read() -> None:
+    """Queued large segments come out of one receive() as one bytes object:
+    their payloads are views of the datagrams (decode_view), so the join is
+    their only copy, and the reader wakes once for them, not once each."""
     big = Config(max_datagram=65507, receive_buffer=1 << 20)
     a, b, _ = connect(big, big, max_a=65507, max_b=65507)
-    base = b.rcv_nxt
-    small, large = b"s" * 244, bytes(range(256)) * 200  # a write's tail, then 51,200 bytes
-    b.handle_segment(from_peer(b, base, small), 1.0)
-    b.handle_segment(from_peer(b, base + len(small), large), 1.0)
-    assert b.receive(1 << 20, 1.0) == small
-    assert b.receive(1 << 20, 1.0) is large
+    seq = b.rcv_nxt
+    pieces = [b"s" * 244] + [bytes([i]) * 20000 for i in range(1, 4)]  # in the first window
+    for piece in pieces:
+        seg = decode_view(encode(from_peer(b, seq, piece)))
+        assert isinstance(seg.payload, memoryview) == (len(piece) > VIEW_MIN)
+        b.handle_segment(seg, 1.0)
+        seq += len(piece)
+    got = b.receive(30_000, 1.0)  # a read that ends inside the second segment
+    assert type(got) is bytes and got == b"".join(pieces)[:30_000]
+    rest = b.receive(1 << 20, 1.0)
+    assert type(rest) is bytes and got + rest == b"".join(pieces)
     assert b.readable == 0
+
+
+def test_receive_hands_over_a_whole_bytes_segment_as_is() -> None:
+    """A read of exactly one queued bytes payload returns that very object."""
+    a, b, _ = connect()
+    piece = b"x" * 1000
+    b.handle_segment(from_peer(b, b.rcv_nxt, piece), 1.0)
+    assert b.receive(1 << 20, 1.0) is piece
 
 
 def test_receive_gives_bytes_even_from_a_sender_in_memory() -> None:

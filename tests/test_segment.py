@@ -46,6 +46,7 @@ if _codec_cbackend is not None:
         encode=_codec_cbackend.cffi_encode,
         decode=_codec_cbackend.cffi_decode,
         internet_checksum=_codec_cbackend.cffi_internet_checksum,
+        decode_view=_codec_cbackend.cffi_decode_view,
     )
     BACKENDS.append(pytest.param(_cffi_only, id="c-cffi"))
 ALL = [b.values[0] for b in BACKENDS]
@@ -184,6 +185,7 @@ def test_c_backend_built() -> None:
             assert _codec_cbackend.FASTPATH, "csrc/fastpath.c did not install"
             assert segment.encode is _codec_cbackend.fast_encode
             assert segment.decode is _codec_cbackend.fast_decode
+            assert segment.decode_view is _codec_cbackend.fast_decode_view
     else:
         assert segment.BACKEND == ("c" if c_importable and not forced_python else "python")
     assert (segment.encode is _codec_py.encode) == (segment.BACKEND == "python")
@@ -204,6 +206,31 @@ def test_pure_python_env_var(value: str, expected: str | None) -> None:
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     ).stdout.strip()
     assert out == (expected or ("c" if _codec_cbackend is not None else "python"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", [0, 100, segment.VIEW_MIN, segment.VIEW_MIN + 1, 65_000])
+def test_decode_view_lends_large_payloads_of_bytes(backend: Any, size: int) -> None:
+    """decode_view: decode's segment, but a payload over VIEW_MIN bytes of a bytes
+    datagram is a read-only view of it; mutable input is always copied."""
+    seg = Segment(1, 2, 3, 4, Flags.ACK, 5, 0, ((8, (6, 7)),), (bytes(range(256)) * 300)[:size])
+    data = backend.encode(seg)
+    got = backend.decode_view(data)
+    assert got == backend.decode(data) == seg
+    if size > segment.VIEW_MIN:
+        assert isinstance(got.payload, memoryview)
+        assert got.payload.readonly and got.payload.obj is data
+    else:
+        assert type(got.payload) is bytes
+    for mutable in (bytearray(data), memoryview(bytearray(data))):
+        lent = backend.decode_view(mutable)
+        assert type(lent.payload) is bytes and lent == seg
+    corrupt = bytearray(data)
+    corrupt[-1 if size else 0] ^= 0x40
+    with pytest.raises(ChecksumError):
+        backend.decode_view(bytes(corrupt))
+    with pytest.raises(SegmentError, match="shorter than"):
+        backend.decode_view(data[:19])
 
 
 # ---------------------------------------------------------- round trips

@@ -44,8 +44,6 @@ MAX_SACK_RANGES = 64
 #: RTO for the first data when a SYN timed out and the handshake gave no RTT
 #: sample (RFC 6298 5.7): the path may be far slower than the 1 s guess.
 SYN_TIMEOUT_RTO = 3.0
-#: Received segments at least this big are returned by receive() on their own.
-LARGE_CHUNK = 16384
 #: ICMP "port unreachable" while synchronized starts an episode of probes (RTO
 #: apart, doubling); when this many rounds (the first report's included) drew a
 #: report and the peer answered none, the peer's process is gone (a killed
@@ -283,7 +281,8 @@ class Connection:
         self.irs = 0
         self.rcv_nxt = 0
         # In-order data for the application: the segments' payloads as they
-        # arrived (no copy on arrival); _rcv_off bytes of the first are read.
+        # arrived (no copy on arrival: large ones are views of their datagrams,
+        # see segment.decode_view); _rcv_off bytes of the first are read.
         self._rcvbuf: deque[bytes] = deque()
         self._rcv_off = 0
         self._rcv_bytes = 0
@@ -450,23 +449,17 @@ class Connection:
         buf = self._rcvbuf
         off = self._rcv_off
         first = buf[0]
-        if off == 0 and (len(first) == n or LARGE_CHUNK <= len(first) < n):
-            # The common bulk cases: no copy at all.  A large segment (64 KiB
-            # datagrams) is handed over whole, even if more data waits, rather
-            # than copied twice into a max_bytes join.
-            data = buf.popleft()
-            n = len(data)
+        if off == 0 and len(first) == n:
+            data = buf.popleft()  # one whole segment: no join
         else:
+            # One copy however many segments: large payloads are views of
+            # their datagrams, so joining several 64 KiB segments costs no
+            # more than copying each, and saves the application (and trio) a
+            # receive_some call per segment.
             parts = []
             need = n
             while need:
                 chunk = buf[0]
-                if parts and len(chunk) >= LARGE_CHUNK:
-                    # Small pieces before a large segment (the tail of a
-                    # write, say): return them alone; the large one goes out
-                    # whole next time instead of being copied into a join.
-                    n -= need
-                    break
                 take = min(need, len(chunk) - off)
                 parts.append(chunk[off:off + take] if (off or take < len(chunk)) else chunk)
                 need -= take
@@ -478,8 +471,8 @@ class Connection:
             data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._rcv_bytes -= n
         if data.__class__ is not bytes:
-            # A peer Connection wired in memory may hand us views of its send
-            # buffer; the application gets bytes, as from the network.
+            # A view of a datagram (or, wired in memory, of the peer's send
+            # buffer): the application gets bytes of its own.
             data = bytes(data)
         if self.state in RECEIVING:
             # Tell the peer about the opened window once it grew enough (no

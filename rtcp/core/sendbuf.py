@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import bisect
 
+from ..segment import VIEW_MIN
+
 #: Writes of at least this many bytes become chunks of their own; the tail is
 #: frozen into a chunk when it reaches this size.
 CHUNK_MIN = 16384
-#: Payloads larger than this are views into a chunk; smaller ones are copied,
-#: which costs less than the view.
-VIEW_MIN = 4096
 
 
 class SendBuffer:
