@@ -487,9 +487,12 @@ int rtcp_fastpath_install(const char *module_name)
     static const char *const fast_names[N_FAST] = {
         "fast_encode", "fast_decode", "fast_internet_checksum", "fast_decode_view"};
     PyObject *seg = PyObject_GetAttrString(module, "Segment");
-    PyObject *min = PyObject_GetAttrString(module, "VIEW_MIN");
-    Py_ssize_t min_value = min != NULL ? PyLong_AsSsize_t(min) : -1;
-    Py_XDECREF(min);
+    Py_ssize_t min_value = -1;
+    if (seg != NULL) { /* no Python call with an exception set */
+        PyObject *min = PyObject_GetAttrString(module, "VIEW_MIN");
+        min_value = min != NULL ? PyLong_AsSsize_t(min) : -1;
+        Py_XDECREF(min);
+    }
     PyObject *slow[3] = {NULL, NULL, NULL}, *fast[N_FAST] = {NULL, NULL, NULL, NULL};
     Py_ssize_t offsets[N_FIELDS];
     int ok = seg != NULL && PyType_Check(seg) && min_value >= 0

@@ -329,6 +329,43 @@ def test_receive_joins_large_segments_in_one_read() -> None:
     assert b.readable == 0
 
 
+def _held(conn: Connection) -> int:
+    """Bytes the receive buffers keep alive: a view holds its whole datagram."""
+    chunks = [*conn._rcvbuf, *conn._ooo.values()]
+    return sum(len(c.obj) if isinstance(c, memoryview) else len(c) for c in chunks)
+
+
+def test_a_trimmed_view_does_not_pin_its_datagram() -> None:
+    """A peer resending 60,000 old bytes plus one new byte, again and again: each
+    new byte is a piece of a 64 KiB datagram's view, and must not keep it alive
+    (the buffers count the piece, not the datagram)."""
+    big = Config(max_datagram=65507)
+    a, b, _ = connect(big, big, max_a=65507, max_b=65507)
+    old = b"o" * 60000
+    b.handle_segment(decode_view(encode(from_peer(b, b.rcv_nxt, old))), 1.0)
+    assert b.receive(1 << 20, 1.0) == old
+    for i in range(200):
+        seg = decode_view(encode(from_peer(b, b.rcv_nxt - len(old), old + b"N")))
+        b.handle_segment(seg, 1.0 + i)
+    assert b.readable == 200
+    assert _held(b) == 200
+
+
+def test_out_of_order_pieces_of_views_do_not_pin_their_datagrams() -> None:
+    """Segments overlapping earlier out-of-order data leave one-byte pieces in
+    the reassembly queue: copies, not views of 64 KiB datagrams."""
+    big = Config(max_datagram=65507)
+    a, b, _ = connect(big, big, max_a=65507, max_b=65507)
+    base = b.rcv_nxt
+    b.handle_segment(decode_view(encode(from_peer(b, base + 3, b"x" * 20000))), 1.0)
+    for i in range(2):  # each adds one new byte ahead of the first segment
+        seg = decode_view(encode(from_peer(b, base + 2 - i, b"x" * 20000)))
+        b.handle_segment(seg, 1.0)
+    pieces = sorted(len(c) for c in b._ooo.values())
+    assert pieces == [1, 1, 20000]
+    assert _held(b) <= 20000 + 64 + 2  # the first segment's datagram, and two bytes
+
+
 def test_receive_hands_over_a_whole_bytes_segment_as_is() -> None:
     """A read of exactly one queued bytes payload returns that very object."""
     a, b, _ = connect()

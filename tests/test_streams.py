@@ -181,6 +181,38 @@ async def test_the_endpoint_does_not_wake_for_timers_that_moved_later(autojump_c
         await s.aclose()
 
 
+async def test_large_datagrams_are_read_without_a_copy_per_segment() -> None:
+    """With 64 KiB datagrams the endpoint decodes each payload as a view of its
+    datagram (segment.decode_view, no copy), and one receive_some joins every
+    segment waiting into one bytes object: its only copy."""
+    from rtcp.trace import Tracer
+
+    class Payloads(Tracer):
+        def __init__(self) -> None:
+            self.kinds: set[str] = set()
+
+        def on_segment(self, now, direction, local, remote, seg) -> None:  # noqa: ANN001
+            if direction == "in" and len(seg.payload) > segment.VIEW_MIN:
+                self.kinds.add(type(seg.payload).__name__)
+
+    tracer = Payloads()
+    cfg = Config(max_datagram=65507)
+    data = random.Random(7).randbytes(400_000)  # about six segments, within one window
+    with trio.fail_after(20):
+        [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP, config=cfg, tracer=tracer)
+        client, server = await connect_and_accept(listener, partial(
+            rtcp.open_rtcp_stream, LOOP, listener.local_address[1], config=cfg))
+        await listener.aclose()
+        await client.send_all(data)
+        while server.stats.bytes_received < len(data):
+            await trio.sleep(0.001)
+        got = await server.receive_some(1 << 20)
+        assert type(got) is bytes and got == data  # all of it, in one read
+        assert tracer.kinds == {"memoryview"}
+        await client.aclose()
+        await server.aclose()
+
+
 async def test_echo_and_state_and_stats() -> None:
     with trio.fail_after(20):
         a, b = await loopback_pair()

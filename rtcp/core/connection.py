@@ -283,10 +283,10 @@ class Connection:
         # In-order data for the application: the segments' payloads as they
         # arrived (no copy on arrival: large ones are views of their datagrams,
         # see segment.decode_view); _rcv_off bytes of the first are read.
-        self._rcvbuf: deque[bytes] = deque()
+        self._rcvbuf: deque[bytes | memoryview] = deque()
         self._rcv_off = 0
         self._rcv_bytes = 0
-        self._ooo: dict[int, bytes] = {}
+        self._ooo: dict[int, bytes | memoryview] = {}
         self._ooo_ranges = RangeSet()
         self._last_ooo: tuple[int, int] | None = None
         # A point in each block that out-of-order data joined since our last
@@ -1057,12 +1057,15 @@ class Connection:
     def _accept_data(self, seq: int, payload: bytes, now: float) -> None:
         end = seq + len(payload)
         edge = self._rcv_adv
+        whole = True
         if end > edge:
             payload = payload[: max(0, edge - seq)]
             end = seq + len(payload)
+            whole = False
         if seq < self.rcv_nxt:
             payload = payload[self.rcv_nxt - seq:]
             seq = self.rcv_nxt
+            whole = False
         if not payload:
             self._ack_now = True
             return
@@ -1071,7 +1074,16 @@ class Connection:
             self._ack_before_sack_overflow(seq, end, now)
         delivered = 0
         for lo, hi in list(self._ooo_ranges.holes(seq, end)):
-            piece = payload[lo - seq: hi - seq]
+            if whole and lo == seq and hi == end:
+                piece = payload
+            else:
+                piece = payload[lo - seq: hi - seq]
+                if piece.__class__ is memoryview:
+                    # Part of a view of a datagram (segment.decode_view): the
+                    # buffers count what they hold, so a part must not pin a
+                    # whole 64 KiB datagram (a peer resending old data plus
+                    # one new byte would pin 64 KiB per byte).
+                    piece = bytes(piece)
             if lo == self.rcv_nxt:
                 self._rcvbuf.append(piece)
                 self._rcv_bytes += len(piece)
