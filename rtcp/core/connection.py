@@ -44,6 +44,14 @@ MAX_SACK_RANGES = 64
 #: RTO for the first data when a SYN timed out and the handshake gave no RTT
 #: sample (RFC 6298 5.7): the path may be far slower than the 1 s guess.
 SYN_TIMEOUT_RTO = 3.0
+#: In-order payloads shorter than this are gathered into one bytearray in the
+#: receive queue rather than queued each as its own object: a peer writing a
+#: byte per segment to a reader that does not read would otherwise cost ~50
+#: bytes of memory per byte the receive buffer counts.  (Longer ones are
+#: queued as they arrived: gathering would copy them once more.)
+GATHER_BELOW = 512
+#: A gathering bytearray is closed at this size (a new one starts).
+GATHER_MAX = 65536
 #: ICMP "port unreachable" while synchronized starts an episode of probes (RTO
 #: apart, doubling); when this many rounds (the first report's included) drew a
 #: report and the peer answered none, the peer's process is gone (a killed
@@ -283,7 +291,7 @@ class Connection:
         # In-order data for the application: the segments' payloads as they
         # arrived (no copy on arrival: large ones are views of their datagrams,
         # see segment.decode_view); _rcv_off bytes of the first are read.
-        self._rcvbuf: deque[bytes | memoryview] = deque()
+        self._rcvbuf: deque[bytes | bytearray | memoryview] = deque()
         self._rcv_off = 0
         self._rcv_bytes = 0
         self._ooo: dict[int, bytes | memoryview] = {}
@@ -763,7 +771,10 @@ class Connection:
         if ack != snd_una or not plen:
             self._update_send_window(wnd, rcv_nxt, ack)
         if plen:
-            self._rcvbuf.append(payload)
+            if plen < GATHER_BELOW:
+                self._queue_small(payload)
+            else:
+                self._rcvbuf.append(payload)
             self._rcv_bytes += plen
             self.rcv_nxt = rcv_nxt + plen
             self.stats.bytes_received += plen
@@ -1085,13 +1096,19 @@ class Connection:
                     # one new byte would pin 64 KiB per byte).
                     piece = bytes(piece)
             if lo == self.rcv_nxt:
-                self._rcvbuf.append(piece)
+                if len(piece) < GATHER_BELOW:
+                    self._queue_small(piece)
+                else:
+                    self._rcvbuf.append(piece)
                 self._rcv_bytes += len(piece)
                 self.rcv_nxt = hi
                 delivered += hi - lo
                 while self.rcv_nxt in self._ooo:
                     chunk = self._ooo.pop(self.rcv_nxt)
-                    self._rcvbuf.append(chunk)
+                    if len(chunk) < GATHER_BELOW:
+                        self._queue_small(chunk)
+                    else:
+                        self._rcvbuf.append(chunk)
                     self._rcv_bytes += len(chunk)
                     self.rcv_nxt += len(chunk)
                     delivered += len(chunk)
@@ -1112,6 +1129,16 @@ class Connection:
             self._events.append(ev.DataReceived(delivered))
         if not self._ack_now:
             self._schedule_ack(now)
+
+    def _queue_small(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue a short in-order payload, gathered with the short ones before it."""
+        buf = self._rcvbuf
+        if buf:
+            last = buf[-1]
+            if last.__class__ is bytearray and len(last) < GATHER_MAX:
+                last += data
+                return
+        buf.append(bytearray(data))
 
     def _ack_before_sack_overflow(self, seq: int, end: int, now: float) -> None:
         """ACK now if this segment would start one SACK block more than an ACK holds.
@@ -1388,12 +1415,22 @@ class Connection:
         # (Comparisons, not min()/max(): those cost ~700 instructions a call on 3.11.)
         adv = self._rcv_adv
         half = self.config.receive_buffer // 2
+        room = edge
         if edge - adv < (half if half < self.mss else self.mss) or edge < adv:
             edge = adv
         # Round up, not down: rounding down would move the right edge left
         # whenever RCV.NXT is off the 2**shift grid (RFC 7323 2.4, appendix F).
+        # But not past an edge already beyond our room (the last round-up):
+        # rounded up from there, every ACK of a few bytes could push the edge
+        # up to 2**shift - 1 further, and a peer writing small pieces to a
+        # reader that does not read would never see the window close.  So the
+        # window may retract by less than 2**shift bytes instead (appendix F),
+        # and what we take stays within receive_buffer + 2**shift - 1.
         shift = self._rcv_wscale
-        field = (edge - self.rcv_nxt + (1 << shift) - 1) >> shift
+        if edge > room:
+            field = (edge - self.rcv_nxt) >> shift
+        else:
+            field = (edge - self.rcv_nxt + (1 << shift) - 1) >> shift
         if field > 0xFFFF:
             field = 0xFFFF
         right = self.rcv_nxt + (field << shift)
