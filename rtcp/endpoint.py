@@ -9,6 +9,7 @@ tail of a graceful close are finished here, without a file descriptor each.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import math
@@ -528,7 +529,10 @@ class Endpoint:
                 # when the SYN replaces a finished or TIME_WAIT connection below:
                 # that is how a tracer tells the new connection from the old.
                 self._trace("on_state", now, local, addr, "CLOSED", "LISTEN")
-            self._trace("on_segment", now, "in", local, addr, seg)
+            # A decoded segment's payload is bytes (SPEC.md); the view that
+            # decode_view lends is the receive path's business, not a tracer's.
+            self._trace("on_segment", now, "in", local, addr, seg if seg.payload.__class__
+                        is bytes else dataclasses.replace(seg, payload=bytes(seg.payload)))
         if slot is not None:
             state = slot.conn.state
             if state is S.CLOSED:

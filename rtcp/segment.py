@@ -107,9 +107,10 @@ class Segment:
     options: tuple[tuple[int, Any], ...] = ()
     #: ``bytes`` when decoded; :func:`encode` accepts any bytes-like object.
     #: A large payload may be a read-only ``memoryview`` instead (no copy): of
-    #: the send buffer in segments the engine sends, of the datagram in those
-    #: :func:`decode_view` returns.  A tracer that keeps one should keep
-    #: ``bytes(seg.payload)``.
+    #: the send buffer in segments the engine sends (and tracers see), of the
+    #: datagram in those :func:`decode_view` returns (the endpoint's own use;
+    #: tracers get received segments with ``bytes``).  A tracer that keeps an
+    #: outgoing payload should keep ``bytes(seg.payload)``.
     payload: bytes = b""
 
     @property

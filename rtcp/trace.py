@@ -75,9 +75,9 @@ class Tracer:
     the state change it causes; a state change may be reported just before or
     just after the segment it makes us send (the ladder copes with both).
     Methods should be quick and not raise: they run on the endpoint's packet path.
-    A large segment's payload may be a memoryview (of the send buffer going
-    out, of the datagram coming in; see ``Segment.payload``): copy it with
-    ``bytes()`` to keep it.
+    An outgoing segment's payload may be a memoryview of the send buffer (see
+    ``Segment.payload``): copy it with ``bytes()`` to keep it.  A received
+    segment's payload is ``bytes``.
     """
 
     def on_segment(
