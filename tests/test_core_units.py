@@ -418,10 +418,41 @@ def test_tiny_segments_cost_about_their_bytes_of_memory() -> None:
     assert type(data) is bytes and data == b"ab" * (cfg.receive_buffer // 2)
 
 
-def test_receive_hands_over_a_whole_bytes_segment_as_is() -> None:
-    """A read of exactly one queued bytes payload returns that very object."""
+def test_gathering_does_not_keep_what_the_reader_took() -> None:
+    """A reader that keeps up but leaves a byte each time: short payloads must not
+    be gathered into the head chunk it has begun, which would keep every byte
+    already read (up to GATHER_MAX) while readable stays at one."""
+    import hashlib
+    import tracemalloc
+
+    cfg = Config(receive_buffer=4096)
+    a, b, _ = connect(cfg, cfg)
+    sent, got = hashlib.sha256(), hashlib.sha256()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(600):
+            piece = bytes([i % 256]) * 100
+            sent.update(piece)
+            b.handle_segment(from_peer(b, b.rcv_nxt, piece), 1.0)
+            b.segments_to_send(1.0)
+            b.events()
+            got.update(b.receive(b.readable - 1, 1.0))
+        grew = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert b.readable == 1
+    assert grew < 4 * cfg.receive_buffer  # the kept prefix was ~64 KiB
+    got.update(b.receive(10, 1.0))
+    assert got.digest() == sent.digest()
+
+
+@pytest.mark.parametrize("size", [100, 1000])
+def test_receive_hands_over_a_whole_bytes_segment_as_is(size: int) -> None:
+    """A read of exactly one queued bytes payload returns that very object
+    (short ones too: they are gathered only behind other queued data)."""
     a, b, _ = connect()
-    piece = b"x" * 1000
+    piece = b"x" * size
     b.handle_segment(from_peer(b, b.rcv_nxt, piece), 1.0)
     assert b.receive(1 << 20, 1.0) is piece
 

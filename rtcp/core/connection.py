@@ -1131,14 +1131,21 @@ class Connection:
             self._schedule_ack(now)
 
     def _queue_small(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue a short in-order payload, gathered with the short ones before it."""
+        """Queue a short in-order payload, gathered with the short ones before it.
+
+        Alone in the queue it stays as it came (a reader that keeps up gets
+        the very object).  A head chunk the reader has begun is not grown:
+        it would keep the bytes already read until GATHER_MAX."""
         buf = self._rcvbuf
-        if buf:
-            last = buf[-1]
-            if last.__class__ is bytearray and len(last) < GATHER_MAX:
-                last += data
-                return
-        buf.append(bytearray(data))
+        if not buf:
+            buf.append(data)
+            return
+        last = buf[-1]
+        if last.__class__ is bytearray and len(last) < GATHER_MAX \
+                and (len(buf) > 1 or not self._rcv_off):
+            last += data
+        else:
+            buf.append(bytearray(data))
 
     def _ack_before_sack_overflow(self, seq: int, end: int, now: float) -> None:
         """ACK now if this segment would start one SACK block more than an ACK holds.
