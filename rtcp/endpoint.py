@@ -169,6 +169,8 @@ class _ListenState:
 #: States whose 4-tuple a new connect may take over: TIME_WAIT (tcp_tw_reuse)
 #: and a reset connection whose stream is not closed yet.
 _REUSABLE = frozenset({S.TIME_WAIT, S.CLOSED})
+#: States that owe a peer nothing when the socket closes under them.
+_QUIET = frozenset({S.TIME_WAIT, S.CLOSED, S.LISTEN})
 
 #: The ports and sequence number at the start of a (quoted) segment.
 _PORTS_SEQ = struct.Struct(">HHI").unpack_from
@@ -814,6 +816,7 @@ class Endpoint:
         finally:
             self._closed = True
             self._wait_scope = None
+            self._reset_live()
             sock = getattr(transport, "sock", None)
             if sock is not None:
                 trio.lowlevel.notify_closing(sock)
@@ -822,6 +825,23 @@ class Endpoint:
                 self._listen.closed = True
                 wake_all(self._listen.lot)
             self._done.set()
+
+
+    def _reset_live(self) -> None:
+        """Reset the connections still open as the socket closes (trio.run
+        ending cancels this task): as when a process's TCP sockets close, the
+        peers hear of it now, not after their user timeout (or, idle, never)."""
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            return
+        for slot in list(self._slots.values()):
+            if slot.conn.state not in _QUIET:
+                try:
+                    slot.conn.abort(now)
+                    self._after(slot, now)
+                except Exception:
+                    log.exception("rtcp endpoint %s: reset on close failed", self.local_address)
 
 
 def _is_v4_mapped(host: str) -> bool:

@@ -428,9 +428,27 @@ def _check_port(port: object, lowest: int) -> int:
     return number
 
 
+def _check_config(config: object) -> Config:
+    """``config``, or the default for None; anything else fails here, not at
+    the first segment deep inside the endpoint's task."""
+    if config is None:
+        return DEFAULT_CONFIG
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be an rtcp.Config, not {type(config).__name__}")
+    return config
+
+
+#: Unspecified destinations Linux delivers to the local host (whose replies
+#: then come from loopback), and the loopback address a connection to one is
+#: kept under, so that those replies find it.
+_UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
 async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
     if isinstance(host, bytes):
         host = host.decode()
+    if not isinstance(host, str):
+        raise ValueError(f"host must be str or bytes, not {host!r}")
     # Numeric addresses need no resolver (trio's getaddrinfo may use a thread).
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -481,7 +499,7 @@ async def _connect_slot(endpoint: Endpoint, addr: tuple, config: Config) -> Rtcp
 async def connect_endpoint(endpoint: Endpoint, address: tuple,
                            config: Config | None = None) -> RtcpStream:
     """Open a connection from an existing endpoint (e.g. one on a MemoryNetwork)."""
-    return await _connect_slot(endpoint, address, config or DEFAULT_CONFIG)
+    return await _connect_slot(endpoint, address, _check_config(config))
 
 
 #: Seconds before the next address is tried while an attempt is still pending
@@ -513,7 +531,7 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
     unreachable) or ``TimeoutError`` (no answer within
     ``config.connect_timeout``); with several addresses, when all fail.
     """
-    config = config or DEFAULT_CONFIG
+    config = _check_config(config)
     port = _check_port(port, 1)
     if not happy_eyeballs_delay >= 0:  # also rejects NaN
         raise ValueError(f"happy_eyeballs_delay must be >= 0, not {happy_eyeballs_delay!r}")
@@ -523,7 +541,8 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
                                             and len(local_address) >= 2):
         raise TypeError("local_address must be a host string or a (host, port) tuple, "
                         f"not {local_address!r}")
-    targets = await _resolve(host, port)
+    targets = [(f, (_UNSPECIFIED.get(a[0], a[0]), *a[1:]))
+               for f, a in await _resolve(host, port)]
     if local_address is not None:
         lfam = socket.AF_INET6 if ":" in str(local_address[0]) else socket.AF_INET
         targets = [t for t in targets if t[0] == lfam]
@@ -605,7 +624,7 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
     ``host=None`` listens on every available address family (IPv4 and IPv6);
     ``port=0`` picks a free port, the same for every family where possible.
     """
-    config = config or DEFAULT_CONFIG
+    config = _check_config(config)
     port = _check_port(port, 0)
     await trio.lowlevel.checkpoint()
     if host is None:

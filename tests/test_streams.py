@@ -216,6 +216,29 @@ async def test_large_datagrams_are_read_without_a_copy_per_segment() -> None:
         await server.aclose()
 
 
+async def test_a_process_ending_with_a_stream_open_resets_its_peer() -> None:
+    """trio.run ending (here: the client's main task raises) cancels the endpoint
+    task; its connections are reset then, as a process's TCP sockets are closed
+    at exit, so the peer does not wait for its user timeout (or, idle, forever)."""
+    code = ("import sys, trio, rtcp\n"
+            "async def main():\n"
+            "    s = await rtcp.open_rtcp_stream('127.0.0.1', int(sys.argv[1]))\n"
+            "    await s.send_all(b'hi')\n"
+            "    raise SystemExit(3)\n"
+            "trio.run(main)\n")
+    [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+    with trio.fail_after(20):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-c", code, str(listener.local_address[1])])
+        server = await listener.accept()
+        assert await server.receive_some() == b"hi"
+        assert await proc.wait() == 3
+        with trio.fail_after(2), pytest.raises(trio.BrokenResourceError, match="reset"):
+            await server.receive_some()
+        await server.aclose()
+        await listener.aclose()
+
+
 async def test_echo_and_state_and_stats() -> None:
     with trio.fail_after(20):
         a, b = await loopback_pair()
@@ -751,6 +774,44 @@ async def test_bad_ports_are_value_errors(port) -> None:
     if port != 0:
         with pytest.raises(ValueError, match="port must be"):
             await rtcp.open_rtcp_listeners(port, host=LOOP)
+
+
+@pytest.mark.parametrize("config", [{}, object(), "Config()"])
+async def test_a_config_that_is_not_a_config_fails_at_once(config) -> None:
+    """Not at the first SYN, inside the endpoint's task (where a dict once killed
+    the listener's endpoint with a logged AttributeError)."""
+    with pytest.raises(TypeError, match="config must be an rtcp.Config"):
+        await rtcp.open_rtcp_stream(LOOP, 7, config=config)
+    with pytest.raises(TypeError, match="config must be an rtcp.Config"):
+        await rtcp.open_rtcp_listeners(0, host=LOOP, config=config)
+
+
+@pytest.mark.parametrize("host", [None, 127, ("127.0.0.1",)])
+async def test_a_host_that_is_not_a_string_is_a_value_error(host) -> None:
+    with pytest.raises(ValueError, match="host must be str or bytes"):
+        await rtcp.open_rtcp_stream(host, 7)
+
+
+@pytest.mark.parametrize("host, family", [("0.0.0.0", socket.AF_INET),
+                                          ("::", socket.AF_INET6)])
+async def test_connecting_to_the_unspecified_address_reaches_the_local_host(
+        host: str, family: int) -> None:
+    """As with kernel TCP on Linux: the SYN to 0.0.0.0 (::) reaches the local
+    host and its reply comes from loopback, which must find the connection."""
+    loopback = "127.0.0.1" if family == socket.AF_INET else "::1"
+    try:
+        [listener] = await rtcp.open_rtcp_listeners(0, host=loopback)
+    except OSError:
+        pytest.skip(f"no {loopback} here")
+    with trio.fail_after(10):
+        client, server = await connect_and_accept(
+            listener, partial(rtcp.open_rtcp_stream, host, listener.local_address[1]))
+        assert client.remote_address[:2] == (loopback, listener.local_address[1])
+        await client.send_all(b"ping")
+        assert await server.receive_some() == b"ping"
+        await client.aclose()
+        await server.aclose()
+        await listener.aclose()
 
 
 async def test_connect_timeout(autojump_clock) -> None:
