@@ -616,6 +616,43 @@ def _interleave(targets: list[tuple[int, tuple]]) -> list[tuple[int, tuple]]:
     return out
 
 
+#: The endpoints listeners of this run bound, by address: a closed listener's
+#: socket lives on while connections it accepted finish (FIN_WAIT_2 and
+#: TIME_WAIT can take minutes), and a new listener on that address takes it
+#: over, as SO_REUSEADDR lets kernel TCP listen on such a port again at once.
+_LISTEN_POOL: trio.lowlevel.RunVar[dict[tuple, Endpoint]] = trio.lowlevel.RunVar(
+    "rtcp_listen_pool")
+
+
+def _listen_pool() -> dict[tuple, Endpoint]:
+    try:
+        return _LISTEN_POOL.get()
+    except LookupError:
+        pool: dict[tuple, Endpoint] = {}
+        _LISTEN_POOL.set(pool)
+        return pool
+
+
+def _listen_key(family: int, addr: tuple) -> tuple:
+    return (family, addr[0], addr[1], *addr[3:4])  # IPv6: the scope too
+
+
+async def _former_listener(family: int, addr: tuple) -> Endpoint | None:
+    """The live endpoint of a closed listener bound to ``addr``, to listen on
+    again; None to bind a new socket (after a closing one released it)."""
+    pool = _listen_pool()
+    key = _listen_key(family, addr)
+    ep = pool.get(key)
+    if ep is None:
+        return None
+    if ep._closed:
+        del pool[key]
+        await ep.wait_closed()  # its task closes the socket: then bind
+        return None
+    ls = ep._listen
+    return ep if ls is None or ls.closed else None
+
+
 async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
                               config: Config | None = None,
                               tracer: object | None = None) -> list[RtcpListener]:
@@ -623,6 +660,11 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
 
     ``host=None`` listens on every available address family (IPv4 and IPv6);
     ``port=0`` picks a free port, the same for every family where possible.
+    A port whose earlier listener (in this ``trio.run``) was closed while
+    connections it accepted still finish their close keeps its socket for
+    them, and a new listener there takes that socket over, as SO_REUSEADDR
+    lets kernel TCP listen again at once; a port with a live listener raises
+    EADDRINUSE (OSError).
     """
     config = _check_config(config)
     port = _check_port(port, 0)
@@ -640,6 +682,12 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
         for family, addr in targets:
             if port == 0 and listeners:
                 addr = (addr[0], listeners[0].local_address[1], *addr[2:])
+            if port:
+                ep = await _former_listener(family, addr)
+                if ep is not None:
+                    ep.tracer = tracer
+                    listeners.append(RtcpListener(ep, config))
+                    continue
             try:
                 transport = UdpTransport(family, addr)
             except OSError as exc:
@@ -647,8 +695,12 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
                         errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                     continue  # no IPv6 here
                 raise
-            listeners.append(RtcpListener(Endpoint(transport, config, tracer=tracer,
-                                                   linger=True), config))
+            ep = Endpoint(transport, config, tracer=tracer, linger=True)
+            pool = _listen_pool()
+            for key in [k for k, e in pool.items() if e._done.is_set()]:
+                del pool[key]  # their sockets are closed: nothing to take over
+            pool[_listen_key(family, ep.local_address)] = ep
+            listeners.append(RtcpListener(ep, config))
     except BaseException:
         for lst in listeners:
             await trio.aclose_forcefully(lst)

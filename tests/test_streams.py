@@ -814,6 +814,41 @@ async def test_connecting_to_the_unspecified_address_reaches_the_local_host(
         await listener.aclose()
 
 
+async def test_a_server_restarted_on_its_port_listens_again_at_once() -> None:
+    """The handler closed first, so the server side waits in FIN_WAIT_2 for the
+    client's FIN and keeps the port's socket; a new listener on that port takes
+    the socket over (kernel TCP: SO_REUSEADDR) instead of EADDRINUSE for 2 MSL,
+    and the old connection still finishes."""
+    async def bye(stream: rtcp.RtcpStream) -> None:
+        async with stream:
+            await stream.send_all(b"bye")
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            [listener] = await nursery.start(partial(rtcp.serve_rtcp, bye, 0, host=LOOP))
+            port = listener.local_address[1]
+            old = await rtcp.open_rtcp_stream(LOOP, port)
+            assert await old.receive_some() == b"bye"
+            assert await old.receive_some() == b""  # server's FIN: it waits in FIN_WAIT_2
+            nursery.cancel_scope.cancel()
+        [again] = await rtcp.open_rtcp_listeners(port, host=LOOP)
+        assert again.local_address[1] == port
+        client, server = await connect_and_accept(
+            again, partial(rtcp.open_rtcp_stream, LOOP, port))
+        await client.send_all(b"new")
+        assert await server.receive_some() == b"new"
+        await old.aclose()  # the old connection's close completes too
+        for s in (client, server):
+            await s.aclose()
+        await again.aclose()
+        with pytest.raises(OSError):  # a live listener keeps its port, as in TCP
+            [first] = await rtcp.open_rtcp_listeners(0, host=LOOP)
+            try:
+                await rtcp.open_rtcp_listeners(first.local_address[1], host=LOOP)
+            finally:
+                await first.aclose()
+
+
 async def test_connect_timeout(autojump_clock) -> None:
     net = MemoryNetwork(filter=lambda data, src, dst: False)  # black hole
     client = Endpoint(net.transport("10.0.0.1"))
