@@ -828,16 +828,21 @@ class Endpoint:
 
 
     def _reset_live(self) -> None:
-        """Reset the connections still open as the socket closes (trio.run
-        ending cancels this task): as when a process's TCP sockets close, the
-        peers hear of it now, not after their user timeout (or, idle, never)."""
+        """End the connections still open as the socket closes (trio.run
+        ending cancels this task), as a cancelled aclose() does: queued data
+        and a FIN as far as the window allows, then RST.  As when a process's
+        TCP sockets close at exit, the peers hear of it now (one that has all
+        the data reads EOF), not after their user timeout or, idle, never."""
         try:
             now = trio.current_time()
         except RuntimeError:
             return
+        self._flush_outbox()
         for slot in list(self._slots.values()):
             if slot.conn.state not in _QUIET:
                 try:
+                    slot.conn.close(now)
+                    self._after(slot, now)
                     slot.conn.abort(now)
                     self._after(slot, now)
                 except Exception:

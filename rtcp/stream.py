@@ -438,10 +438,21 @@ def _check_config(config: object) -> Config:
     return config
 
 
-#: Unspecified destinations Linux delivers to the local host (whose replies
-#: then come from loopback), and the loopback address a connection to one is
-#: kept under, so that those replies find it.
+#: Unspecified destinations Linux delivers to the local host, and the
+#: loopback address it then uses (replies come from there, so a connection to
+#: one is kept under it).
 _UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def _unspecified_to_local(family: int, host: str, local_address: tuple | None) -> str:
+    """``host``, or for 0.0.0.0/:: the address Linux sends to instead: an IPv4
+    socket's bound source address, else loopback."""
+    if host not in _UNSPECIFIED:
+        return host
+    if family == socket.AF_INET and local_address is not None \
+            and local_address[0] not in ("", "0.0.0.0") and ":" not in str(local_address[0]):
+        return str(local_address[0])
+    return _UNSPECIFIED[host]
 
 
 async def _resolve(host: str | bytes, port: int) -> list[tuple[int, tuple]]:
@@ -541,7 +552,7 @@ async def open_rtcp_stream(host: str | bytes, port: int, *,
                                             and len(local_address) >= 2):
         raise TypeError("local_address must be a host string or a (host, port) tuple, "
                         f"not {local_address!r}")
-    targets = [(f, (_UNSPECIFIED.get(a[0], a[0]), *a[1:]))
+    targets = [(f, (_unspecified_to_local(f, a[0], local_address), *a[1:]))
                for f, a in await _resolve(host, port)]
     if local_address is not None:
         lfam = socket.AF_INET6 if ":" in str(local_address[0]) else socket.AF_INET
@@ -634,7 +645,10 @@ def _listen_pool() -> dict[tuple, Endpoint]:
 
 
 def _listen_key(family: int, addr: tuple) -> tuple:
-    return (family, addr[0], addr[1], *addr[3:4])  # IPv6: the scope too
+    """Host, port and, for IPv6, scope (0 when the address gives none)."""
+    if family == socket.AF_INET6:
+        return (family, addr[0], addr[1], addr[3] if len(addr) > 3 else 0)
+    return (family, addr[0], addr[1])
 
 
 async def _former_listener(family: int, addr: tuple) -> Endpoint | None:
@@ -662,9 +676,11 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
     ``port=0`` picks a free port, the same for every family where possible.
     A port whose earlier listener (in this ``trio.run``) was closed while
     connections it accepted still finish their close keeps its socket for
-    them, and a new listener there takes that socket over, as SO_REUSEADDR
-    lets kernel TCP listen again at once; a port with a live listener raises
-    EADDRINUSE (OSError).
+    them, and a new listener on the same address takes that socket over
+    (with its ``stats``; its tracer becomes the new one), as SO_REUSEADDR lets
+    kernel TCP listen again at once.  Another address on that port (0.0.0.0
+    after 127.0.0.1, say) still conflicts with the old socket, and a port with
+    a live listener raises EADDRINUSE (OSError).
     """
     config = _check_config(config)
     port = _check_port(port, 0)

@@ -216,25 +216,37 @@ async def test_large_datagrams_are_read_without_a_copy_per_segment() -> None:
         await server.aclose()
 
 
-async def test_a_process_ending_with_a_stream_open_resets_its_peer() -> None:
+@pytest.mark.parametrize("unread", [False, True])
+async def test_a_process_ending_with_a_stream_open_ends_it_for_its_peer(unread: bool) -> None:
     """trio.run ending (here: the client's main task raises) cancels the endpoint
-    task; its connections are reset then, as a process's TCP sockets are closed
-    at exit, so the peer does not wait for its user timeout (or, idle, forever)."""
+    task, which ends its connections as a cancelled aclose() does, and as a
+    process's TCP sockets end at exit: the peer reads EOF after the data, or,
+    when the dying side had unread data, gets a reset.  It used to hear
+    nothing, and waited for its user timeout (idle: forever)."""
     code = ("import sys, trio, rtcp\n"
             "async def main():\n"
             "    s = await rtcp.open_rtcp_stream('127.0.0.1', int(sys.argv[1]))\n"
             "    await s.send_all(b'hi')\n"
+            "    while sys.argv[2] == 'unread' and s.stats.bytes_received < 1:\n"
+            "        await trio.sleep(0.01)\n"
             "    raise SystemExit(3)\n"
             "trio.run(main)\n")
     [listener] = await rtcp.open_rtcp_listeners(0, host=LOOP)
     with trio.fail_after(20):
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-c", code, str(listener.local_address[1])])
+            [sys.executable, "-c", code, str(listener.local_address[1]),
+             "unread" if unread else "-"])
         server = await listener.accept()
         assert await server.receive_some() == b"hi"
+        if unread:
+            await server.send_all(b"x")
         assert await proc.wait() == 3
-        with trio.fail_after(2), pytest.raises(trio.BrokenResourceError, match="reset"):
-            await server.receive_some()
+        with trio.fail_after(2):
+            if unread:
+                with pytest.raises(trio.BrokenResourceError, match="reset"):
+                    await server.receive_some()
+            else:
+                assert await server.receive_some() == b""
         await server.aclose()
         await listener.aclose()
 
@@ -814,39 +826,57 @@ async def test_connecting_to_the_unspecified_address_reaches_the_local_host(
         await listener.aclose()
 
 
-async def test_a_server_restarted_on_its_port_listens_again_at_once() -> None:
+@pytest.mark.parametrize("host, peer", [(LOOP, LOOP), (None, "::1")])
+async def test_a_server_restarted_on_its_port_listens_again_at_once(host, peer) -> None:
     """The handler closed first, so the server side waits in FIN_WAIT_2 for the
     client's FIN and keeps the port's socket; a new listener on that port takes
     the socket over (kernel TCP: SO_REUSEADDR) instead of EADDRINUSE for 2 MSL,
-    and the old connection still finishes."""
+    and the old connection still finishes.  (host=None: the IPv6 socket's
+    address has four parts where the listener's target had two.)"""
     async def bye(stream: rtcp.RtcpStream) -> None:
         async with stream:
             await stream.send_all(b"bye")
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            [listener] = await nursery.start(partial(rtcp.serve_rtcp, bye, 0, host=LOOP))
-            port = listener.local_address[1]
-            old = await rtcp.open_rtcp_stream(LOOP, port)
+            listeners = await nursery.start(partial(rtcp.serve_rtcp, bye, 0, host=host))
+            port = listeners[0].local_address[1]
+            old = await rtcp.open_rtcp_stream(peer, port)
             assert await old.receive_some() == b"bye"
             assert await old.receive_some() == b""  # server's FIN: it waits in FIN_WAIT_2
             nursery.cancel_scope.cancel()
-        [again] = await rtcp.open_rtcp_listeners(port, host=LOOP)
-        assert again.local_address[1] == port
+        again = await rtcp.open_rtcp_listeners(port, host=host)
+        assert {lst.local_address[1] for lst in again} == {port}
+        served = [lst for lst in again if (":" in peer) == (":" in lst.local_address[0])]
         client, server = await connect_and_accept(
-            again, partial(rtcp.open_rtcp_stream, LOOP, port))
+            served[0], partial(rtcp.open_rtcp_stream, peer, port))
         await client.send_all(b"new")
         assert await server.receive_some() == b"new"
         await old.aclose()  # the old connection's close completes too
         for s in (client, server):
             await s.aclose()
-        await again.aclose()
+        for lst in again:
+            await lst.aclose()
         with pytest.raises(OSError):  # a live listener keeps its port, as in TCP
             [first] = await rtcp.open_rtcp_listeners(0, host=LOOP)
             try:
                 await rtcp.open_rtcp_listeners(first.local_address[1], host=LOOP)
             finally:
                 await first.aclose()
+
+
+async def test_connecting_to_0000_from_a_bound_address_reaches_that_address() -> None:
+    """Linux sends an IPv4 connect to 0.0.0.0 to the socket's bound source
+    address (loopback only when unbound), as trio.open_tcp_stream shows."""
+    [listener] = await rtcp.open_rtcp_listeners(0, host="127.0.0.2")
+    with trio.fail_after(10):
+        client, server = await connect_and_accept(listener, partial(
+            rtcp.open_rtcp_stream, "0.0.0.0", listener.local_address[1],
+            local_address="127.0.0.2"))
+        assert client.remote_address[:2] == ("127.0.0.2", listener.local_address[1])
+        client.abort()
+        await server.aclose()
+        await listener.aclose()
 
 
 async def test_connect_timeout(autojump_clock) -> None:
