@@ -79,8 +79,11 @@ static uint64_t sum_portable(const unsigned char *p, size_t n)
 
 #ifdef RTCP_HAVE_AVX2_PATH
 /* Zero-extend 32-bit halves into 64-bit lanes: no carries can be lost below
- * 2^32 words.  About twice the portable loop's speed on 64 KiB. */
-__attribute__((target("avx2"))) static uint64_t sum_avx2(const unsigned char *p, size_t n)
+ * 2^32 words.  About twice the portable loop's speed on 64 KiB.  With dst,
+ * also copies p there as it goes: encode reads the payload once, not once to
+ * copy it and again to sum the copy. */
+__attribute__((target("avx2"))) static uint64_t sum_avx2(unsigned char *dst,
+                                                          const unsigned char *p, size_t n)
 {
     const __m256i z = _mm256_setzero_si256();
     __m256i a0 = z, a1 = z, a2 = z, a3 = z;
@@ -88,6 +91,10 @@ __attribute__((target("avx2"))) static uint64_t sum_avx2(const unsigned char *p,
     for (; i + 64 <= n; i += 64) {
         __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + i));
         __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + i + 32));
+        if (dst) {
+            _mm256_storeu_si256((__m256i *)(dst + i), v0);
+            _mm256_storeu_si256((__m256i *)(dst + i + 32), v1);
+        }
         a0 = _mm256_add_epi64(a0, _mm256_unpacklo_epi32(v0, z));
         a1 = _mm256_add_epi64(a1, _mm256_unpackhi_epi32(v0, z));
         a2 = _mm256_add_epi64(a2, _mm256_unpacklo_epi32(v1, z));
@@ -97,6 +104,8 @@ __attribute__((target("avx2"))) static uint64_t sum_avx2(const unsigned char *p,
     uint64_t lanes[4];
     _mm256_storeu_si256((__m256i *)lanes, a0);
     uint64_t s = add_carry(add_carry(lanes[0], lanes[1]), add_carry(lanes[2], lanes[3]));
+    if (dst)
+        memcpy(dst + i, p + i, n - i);
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, p + i, 8);
@@ -105,36 +114,11 @@ __attribute__((target("avx2"))) static uint64_t sum_avx2(const unsigned char *p,
     return add_carry(s, tail_word(p + i, n - i));
 }
 
-/* sum_avx2 that also copies p to dst: encode reads the payload once, not
- * once to copy it and again to sum the copy. */
-__attribute__((target("avx2"))) static uint64_t copy_sum_avx2(unsigned char *dst,
-                                                               const unsigned char *p, size_t n)
-{
-    const __m256i z = _mm256_setzero_si256();
-    __m256i a0 = z, a1 = z, a2 = z, a3 = z;
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + i));
-        __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + i + 32));
-        _mm256_storeu_si256((__m256i *)(dst + i), v0);
-        _mm256_storeu_si256((__m256i *)(dst + i + 32), v1);
-        a0 = _mm256_add_epi64(a0, _mm256_unpacklo_epi32(v0, z));
-        a1 = _mm256_add_epi64(a1, _mm256_unpackhi_epi32(v0, z));
-        a2 = _mm256_add_epi64(a2, _mm256_unpacklo_epi32(v1, z));
-        a3 = _mm256_add_epi64(a3, _mm256_unpackhi_epi32(v1, z));
-    }
-    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-    uint64_t lanes[4];
-    _mm256_storeu_si256((__m256i *)lanes, a0);
-    uint64_t s = add_carry(add_carry(lanes[0], lanes[1]), add_carry(lanes[2], lanes[3]));
-    memcpy(dst + i, p + i, n - i);
-    return add_carry(s, sum_portable(dst + i, n - i));
-}
-
 static int have_avx2 = -1; /* racy first use is benign: every writer stores the same value */
 #endif
 
-static inline uint64_t sum_bytes(const unsigned char *p, size_t n)
+/* The sum of n bytes at p; with dst, they are copied there too. */
+static inline uint64_t sum_bytes(unsigned char *dst, const unsigned char *p, size_t n)
 {
 #ifdef RTCP_HAVE_AVX2_PATH
     if (n >= 128) {
@@ -143,32 +127,17 @@ static inline uint64_t sum_bytes(const unsigned char *p, size_t n)
             have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
         }
         if (have_avx2)
-            return sum_avx2(p, n);
+            return sum_avx2(dst, p, n);
     }
 #endif
+    if (dst)
+        memcpy(dst, p, n);
     return sum_portable(p, n);
-}
-
-/* Copy n bytes of p to dst and return their sum (as sum_bytes). */
-static inline uint64_t copy_sum_bytes(unsigned char *dst, const unsigned char *p, size_t n)
-{
-#ifdef RTCP_HAVE_AVX2_PATH
-    if (n >= 128) {
-        if (have_avx2 < 0) {
-            __builtin_cpu_init();
-            have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-        }
-        if (have_avx2)
-            return copy_sum_avx2(dst, p, n);
-    }
-#endif
-    memcpy(dst, p, n);
-    return sum_portable(dst, n);
 }
 
 uint16_t rtcp_checksum(const char *data, size_t len)
 {
-    return fold_finish(sum_bytes((const unsigned char *)data, len));
+    return fold_finish(sum_bytes(NULL, (const unsigned char *)data, len));
 }
 
 uint16_t rtcp_checksum_portable(const char *data, size_t len)
@@ -351,7 +320,7 @@ long rtcp_encode(char *out, size_t cap,
      * line up with the datagram's: its sum adds to the header's. */
     uint64_t sum = sum_portable(p, hl);
     if (payload_len)
-        sum = add_carry(sum, copy_sum_bytes(p + hl, (const unsigned char *)payload, payload_len));
+        sum = add_carry(sum, sum_bytes(p + hl, (const unsigned char *)payload, payload_len));
     put16(p + 16, fold_finish(sum));
     return (long)(hl + payload_len);
 }
