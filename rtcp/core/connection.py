@@ -772,9 +772,9 @@ class Connection:
             self._update_send_window(wnd, rcv_nxt, ack)
         if plen:
             if plen < GATHER_BELOW:
-                self._queue_small(payload)
+                self._enqueue(payload)
             else:
-                self._rcvbuf.append(payload)
+                self._rcvbuf.append(payload)  # _enqueue's common case, without the call
             self._rcv_bytes += plen
             self.rcv_nxt = rcv_nxt + plen
             self.stats.bytes_received += plen
@@ -1096,19 +1096,13 @@ class Connection:
                     # one new byte would pin 64 KiB per byte).
                     piece = bytes(piece)
             if lo == self.rcv_nxt:
-                if len(piece) < GATHER_BELOW:
-                    self._queue_small(piece)
-                else:
-                    self._rcvbuf.append(piece)
+                self._enqueue(piece)
                 self._rcv_bytes += len(piece)
                 self.rcv_nxt = hi
                 delivered += hi - lo
                 while self.rcv_nxt in self._ooo:
                     chunk = self._ooo.pop(self.rcv_nxt)
-                    if len(chunk) < GATHER_BELOW:
-                        self._queue_small(chunk)
-                    else:
-                        self._rcvbuf.append(chunk)
+                    self._enqueue(chunk)
                     self._rcv_bytes += len(chunk)
                     self.rcv_nxt += len(chunk)
                     delivered += len(chunk)
@@ -1130,14 +1124,15 @@ class Connection:
         if not self._ack_now:
             self._schedule_ack(now)
 
-    def _queue_small(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue a short in-order payload, gathered with the short ones before it.
+    def _enqueue(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue in-order data for the reader; a short payload is gathered
+        with the short ones before it.
 
         Alone in the queue it stays as it came (a reader that keeps up gets
         the very object).  A head chunk the reader has begun is not grown:
         it would keep the bytes already read until GATHER_MAX."""
         buf = self._rcvbuf
-        if not buf:
+        if len(data) >= GATHER_BELOW or not buf:
             buf.append(data)
             return
         last = buf[-1]
