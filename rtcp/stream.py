@@ -357,6 +357,16 @@ class RtcpListener(trio.abc.Listener[RtcpStream]):
 
 
 # ---------------------------------------------------------------- open/serve
+def _run_dict(var: trio.lowlevel.RunVar[Any]) -> Any:
+    """This run's dict in ``var``, made on first use."""
+    try:
+        return var.get()
+    except LookupError:
+        value: dict = {}
+        var.set(value)
+        return value
+
+
 _CLIENT_POOL: trio.lowlevel.RunVar[dict[int, list[Endpoint]]] = trio.lowlevel.RunVar(
     "rtcp_client_pool")
 
@@ -372,11 +382,7 @@ def _client_endpoint(family: int, addr: tuple, tracer: object | None,
     or without ``local_address``; and a bound port is free again for the same
     peer as soon as its connection is closed, not 2 MSL later.
     """
-    try:
-        pool = _CLIENT_POOL.get()
-    except LookupError:
-        pool = {}
-        _CLIENT_POOL.set(pool)
+    pool = _run_dict(_CLIENT_POOL)
     key = _pool_key(family, local)
     eps = pool.setdefault(key, [])
     for ep in eps:
@@ -635,15 +641,6 @@ _LISTEN_POOL: trio.lowlevel.RunVar[dict[tuple, Endpoint]] = trio.lowlevel.RunVar
     "rtcp_listen_pool")
 
 
-def _listen_pool() -> dict[tuple, Endpoint]:
-    try:
-        return _LISTEN_POOL.get()
-    except LookupError:
-        pool: dict[tuple, Endpoint] = {}
-        _LISTEN_POOL.set(pool)
-        return pool
-
-
 def _listen_key(family: int, addr: tuple) -> tuple:
     """Host, port and, for IPv6, scope (0 when the address gives none)."""
     if family == socket.AF_INET6:
@@ -654,7 +651,7 @@ def _listen_key(family: int, addr: tuple) -> tuple:
 async def _former_listener(family: int, addr: tuple) -> Endpoint | None:
     """The live endpoint of a closed listener bound to ``addr``, to listen on
     again; None to bind a new socket (after a closing one released it)."""
-    pool = _listen_pool()
+    pool = _run_dict(_LISTEN_POOL)
     key = _listen_key(family, addr)
     ep = pool.get(key)
     if ep is None:
@@ -712,7 +709,7 @@ async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,
                     continue  # no IPv6 here
                 raise
             ep = Endpoint(transport, config, tracer=tracer, linger=True)
-            pool = _listen_pool()
+            pool = _run_dict(_LISTEN_POOL)
             for key in [k for k, e in pool.items() if e._done.is_set()]:
                 del pool[key]  # their sockets are closed: nothing to take over
             pool[_listen_key(family, ep.local_address)] = ep
