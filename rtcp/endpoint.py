@@ -170,7 +170,7 @@ class _ListenState:
 #: and a reset connection whose stream is not closed yet.
 _REUSABLE = frozenset({S.TIME_WAIT, S.CLOSED})
 #: States that owe a peer nothing when the socket closes under them.
-_QUIET = frozenset({S.TIME_WAIT, S.CLOSED, S.LISTEN})
+_QUIET = _REUSABLE | {S.LISTEN}
 
 #: The ports and sequence number at the start of a (quoted) segment.
 _PORTS_SEQ = struct.Struct(">HHI").unpack_from
@@ -847,6 +847,7 @@ class Endpoint:
                     self._after(slot, now)
                 except Exception:
                     log.exception("rtcp endpoint %s: reset on close failed", self.local_address)
+        self._flush_outbox()  # what a full socket held back, the RSTs last
 
 
 def _is_v4_mapped(host: str) -> bool:

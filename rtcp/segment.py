@@ -1,7 +1,8 @@
 """The rtcp segment codec: TCP's header layout carried as one UDP payload.
 
 SPEC.md section 1 is the contract.  This module is the facade: the types, and
-``encode``/``decode``/``internet_checksum`` bound straight to one of two
+``encode``/``decode``/``internet_checksum`` (and ``decode_view``, the
+endpoint's decode that lends large payloads) bound straight to one of two
 interchangeable backends (no wrapper call in between, since the endpoint runs
 them once per datagram):
 

@@ -456,7 +456,7 @@ def _unspecified_to_local(family: int, host: str, local_address: tuple | None) -
     if host not in _UNSPECIFIED:
         return host
     if family == socket.AF_INET and local_address is not None \
-            and local_address[0] not in ("", "0.0.0.0") and ":" not in str(local_address[0]):
+            and local_address[0] not in ("", "0.0.0.0"):
         return str(local_address[0])
     return _UNSPECIFIED[host]
 
@@ -660,8 +660,7 @@ async def _former_listener(family: int, addr: tuple) -> Endpoint | None:
         del pool[key]
         await ep.wait_closed()  # its task closes the socket: then bind
         return None
-    ls = ep._listen
-    return ep if ls is None or ls.closed else None
+    return ep if ep._listen.closed else None  # type: ignore[union-attr]
 
 
 async def open_rtcp_listeners(port: int, *, host: str | bytes | None = None,

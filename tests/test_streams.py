@@ -207,8 +207,8 @@ async def test_large_datagrams_are_read_without_a_copy_per_segment() -> None:
         await client.send_all(data)
         while server.stats.bytes_received < len(data):
             await trio.sleep(0.001)
-        queued = list(server._conn._rcvbuf)
-        assert len(queued) > 1 and all(isinstance(c, memoryview) for c in queued)
+        queued = list(server._conn._rcvbuf)  # (a retransmission's trimmed piece is bytes)
+        assert len(queued) > 1 and any(isinstance(c, memoryview) for c in queued)
         got = await server.receive_some(1 << 20)
         assert type(got) is bytes and got == data  # all of it, in one read
         assert tracer.kinds == {"bytes"}
@@ -837,6 +837,8 @@ async def test_a_server_restarted_on_its_port_listens_again_at_once(host, peer) 
         async with stream:
             await stream.send_all(b"bye")
 
+    if ":" in peer and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(partial(rtcp.serve_rtcp, bye, 0, host=host))
@@ -852,17 +854,16 @@ async def test_a_server_restarted_on_its_port_listens_again_at_once(host, peer) 
             served[0], partial(rtcp.open_rtcp_stream, peer, port))
         await client.send_all(b"new")
         assert await server.receive_some() == b"new"
-        await old.aclose()  # the old connection's close completes too
+        await old.aclose()  # the old connection's close completes too:
+        assert old.state == "CLOSED"  # our FIN was acknowledged, from the taken-over socket
         for s in (client, server):
             await s.aclose()
         for lst in again:
             await lst.aclose()
+        [first] = await rtcp.open_rtcp_listeners(0, host=LOOP)
         with pytest.raises(OSError):  # a live listener keeps its port, as in TCP
-            [first] = await rtcp.open_rtcp_listeners(0, host=LOOP)
-            try:
-                await rtcp.open_rtcp_listeners(first.local_address[1], host=LOOP)
-            finally:
-                await first.aclose()
+            await rtcp.open_rtcp_listeners(first.local_address[1], host=LOOP)
+        await first.aclose()
 
 
 async def test_connecting_to_0000_from_a_bound_address_reaches_that_address() -> None:

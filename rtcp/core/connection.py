@@ -290,7 +290,8 @@ class Connection:
         self.rcv_nxt = 0
         # In-order data for the application: the segments' payloads as they
         # arrived (no copy on arrival: large ones are views of their datagrams,
-        # see segment.decode_view); _rcv_off bytes of the first are read.
+        # see segment.decode_view), short ones gathered into bytearrays
+        # (_enqueue); _rcv_off bytes of the first are read.
         self._rcvbuf: deque[bytes | bytearray | memoryview] = deque()
         self._rcv_off = 0
         self._rcv_bytes = 0
@@ -771,10 +772,10 @@ class Connection:
         if ack != snd_una or not plen:
             self._update_send_window(wnd, rcv_nxt, ack)
         if plen:
-            if plen < GATHER_BELOW:
+            if plen < GATHER_BELOW and self._rcvbuf:
                 self._enqueue(payload)
             else:
-                self._rcvbuf.append(payload)  # _enqueue's common case, without the call
+                self._rcvbuf.append(payload)  # _enqueue's common cases, without the call
             self._rcv_bytes += plen
             self.rcv_nxt = rcv_nxt + plen
             self.stats.bytes_received += plen
@@ -1065,7 +1066,7 @@ class Connection:
             elif st is S.FIN_WAIT_2:
                 self._enter_time_wait(now)
 
-    def _accept_data(self, seq: int, payload: bytes, now: float) -> None:
+    def _accept_data(self, seq: int, payload: bytes | memoryview, now: float) -> None:
         end = seq + len(payload)
         edge = self._rcv_adv
         whole = True
@@ -1413,7 +1414,7 @@ class Connection:
     def _compute_window_field(self) -> int:
         edge = self.rcv_nxt + self._free_space()
         # No silly windows: grow the advertised edge only by a useful amount,
-        # and never move it left (RFC 9293 3.8.6.2.2).
+        # and do not move it left (RFC 9293 3.8.6.2.2; but see the rounding below).
         # (Comparisons, not min()/max(): those cost ~700 instructions a call on 3.11.)
         adv = self._rcv_adv
         half = self.config.receive_buffer // 2
