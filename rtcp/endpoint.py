@@ -352,10 +352,7 @@ class Endpoint:
 
     def close(self) -> None:
         """Abort every connection and close the transport."""
-        now = trio.current_time()
-        for slot in list(self._slots.values()):
-            slot.conn.abort(now)
-            self._after(slot, now)
+        self._end_all(trio.current_time(), graceful=False)
         self._linger = False
         self._closed = True
         self._wake()
@@ -838,16 +835,25 @@ class Endpoint:
         except RuntimeError:
             return
         self._flush_outbox()
+        self._end_all(now, graceful=True)
+        self._flush_outbox()  # what a full socket held back, the RSTs last
+
+    def _end_all(self, now: float, graceful: bool) -> None:
+        """Abort every connection (RST where one is owed); ``graceful``: those
+        not finished first send queued data and a FIN as far as the windows
+        allow, as a cancelled aclose() does."""
         for slot in list(self._slots.values()):
-            if slot.conn.state not in _QUIET:
-                try:
+            try:
+                if graceful:
+                    if slot.conn.state in _QUIET:
+                        continue
                     slot.conn.close(now)
                     self._after(slot, now)
-                    slot.conn.abort(now)
-                    self._after(slot, now)
-                except Exception:
-                    log.exception("rtcp endpoint %s: reset on close failed", self.local_address)
-        self._flush_outbox()  # what a full socket held back, the RSTs last
+                slot.conn.abort(now)
+                self._after(slot, now)
+            except Exception:
+                log.exception("rtcp endpoint %s: ending %s failed", self.local_address,
+                              slot.addr)
 
 
 def _is_v4_mapped(host: str) -> bool:
