@@ -497,9 +497,10 @@ int rtcp_fastpath_install(const char *module_name)
     Py_ssize_t offsets[N_FIELDS];
     int ok = seg != NULL && PyType_Check(seg) && min_value >= 0
              && find_fields((PyTypeObject *)seg, offsets) == 0;
+    for (int i = 0; ok && i < 3; i++) /* decode_view falls back to cffi_decode */
+        ok = (slow[i] = PyObject_GetAttrString(module, slow_names[i])) != NULL;
     for (int i = 0; ok && i < N_FAST; i++)
-        ok = (i >= 3 || (slow[i] = PyObject_GetAttrString(module, slow_names[i])) != NULL)
-             && (fast[i] = PyCFunction_New(defs[i], NULL)) != NULL;
+        ok = (fast[i] = PyCFunction_New(defs[i], NULL)) != NULL;
     if (ok) { /* commit: kept for the life of the process */
         segment_type = (PyTypeObject *)seg;
         memcpy(field_offset, offsets, sizeof offsets);
